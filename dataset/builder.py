@@ -1,0 +1,66 @@
+"""From config to datasets: load the files, apply the split protocol, build the three PairDatasets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dataset.catalog import DatasetInfo, SplitSizes
+from dataset.demo import generate_demo
+from dataset.mat import PairTable, load_pair_table
+from dataset.pairs import PairDataset
+from dataset.splits import Split, split_rows
+from dataset.text import CaptionTokenizer
+from dataset.transforms import eval_transform, train_transform
+from utils.errors import UserError
+
+
+@dataclass
+class DataBundle:
+    """The loaded table, its split and one dataset per subset."""
+
+    table: PairTable
+    split: Split
+    train: PairDataset
+    query: PairDataset
+    retrieval: PairDataset
+
+    @property
+    def num_classes(self) -> int:
+        return self.table.num_classes
+
+
+def resolve_split_sizes(info: DatasetInfo, protocol: str, query_num: int | None, train_num: int | None,
+                        seed: int | None) -> SplitSizes:
+    """The protocol's sizes and seed, each overridden where the user gave a value."""
+    base = info.protocols[protocol]
+    return SplitSizes(query=query_num or base.query, train=train_num or base.train,
+                      seed=base.seed if seed is None else seed)
+
+
+def load_table(info: DatasetInfo, data_dir: str | None, index_file: str | None = None,
+               caption_file: str | None = None, label_file: str | None = None, data_root: str | None = None,
+               numclass: int | None = None) -> PairTable:
+    """The dataset's files (the demo data is generated on first use) with the class count checked."""
+    folder = Path(data_dir or info.default_dir)
+    if info.name == "demo" and not (index_file or caption_file or label_file):
+        generate_demo(folder, num_items=info.num_pairs)
+    table = load_pair_table(folder, index_file, caption_file, label_file, data_root)
+    if numclass is not None and numclass != table.num_classes:
+        raise UserError(f"--numclass {numclass} does not match the {table.num_classes} label columns of the "
+                        f"{info.name} label file; drop --numclass (it is read from the file)")
+    return table
+
+
+def build_datasets(table: PairTable, sizes: SplitSizes, image_size: int, max_words: int, train_kind: str,
+                   eval_caption: str) -> DataBundle:
+    """Split the table and wrap each subset: training items draw a random caption, evaluation items `eval_caption`."""
+    split = split_rows(len(table), sizes.query, sizes.train, sizes.seed)
+    tokenizer = CaptionTokenizer(max_words)
+    evaluate = eval_transform(image_size)
+    return DataBundle(
+        table=table,
+        split=split,
+        train=PairDataset(table, split.train, train_transform(image_size, train_kind), tokenizer, "random"),
+        query=PairDataset(table, split.query, evaluate, tokenizer, eval_caption),
+        retrieval=PairDataset(table, split.retrieval, evaluate, tokenizer, eval_caption),
+    )

@@ -1,0 +1,34 @@
+"""CLIP BPE tokenisation to the repos' fixed 32-token layout, and the padding mask of that layout."""
+from __future__ import annotations
+
+import open_clip
+import torch
+
+PAD_ID = 0
+SOT_ID = 49406
+EOT_ID = 49407
+
+
+def padding_mask(ids: torch.Tensor) -> torch.Tensor:
+    """True at padding positions, i.e. after the EOT token (the largest id of each row).
+
+    Position-based on purpose: id 0 is also the BPE token "!", so `ids == 0` (the references'
+    mask) would wrongly hide a real "!" before EOT.
+    """
+    positions = torch.arange(ids.shape[-1], device=ids.device)
+    return positions > ids.argmax(dim=-1, keepdim=True)
+
+
+class CaptionTokenizer:
+    """`[SOT] + first (max_words - 2) BPE ids + [EOT]`, zero-padded to `max_words` (open_clip's SimpleTokenizer).
+
+    The vocabulary file ships inside the open_clip wheel; nothing is downloaded.
+    """
+
+    def __init__(self, max_words: int = 32):
+        self.max_words = max_words
+        self._tokenizer = open_clip.SimpleTokenizer(context_length=max_words)
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        """Token ids (len(texts), max_words), int64."""
+        return self._tokenizer(texts)
