@@ -1,0 +1,69 @@
+"""Options common to every method. A method's Config subclasses `BaseConfig` and adds its own."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dataset.catalog import PROTOCOLS
+from dataset.pairs import CAPTION_CHOICES
+from dataset.transforms import TRAIN_TRANSFORMS
+from model.clip import BACKBONES
+from utils.config import ConfigBase, option
+
+# The demo trains a randomly initialised tiny backbone from scratch, so it needs backbone learning
+# rates and schedules of a from-scratch model rather than the fine-tuning values of the papers.
+DEMO_DEFAULTS = dict(backbone="tiny", epochs=12, batch_size=32, lr=1e-3, clip_lr=1e-3, weight_decay=0.02,
+                     warmup_proportion=0.05, eval_every=4, num_workers=0, train_transform="flip",
+                     eval_batch_size=250)
+
+
+@dataclass
+class BaseConfig(ConfigBase):
+    # --- data
+    dataset: str = option("demo", "dataset: coco, flickr25k (alias flickr, mirflickr), nuswide or demo")
+    data_dir: str | None = option(None, "folder with index.mat, caption.mat|txt, label.mat (default dataset/<name>)")
+    data_root: str | None = option(None, "rewrite absolute image paths: a folder replacing their common prefix, "
+                                         "or OLD=NEW")
+    index_file: str | None = option(None, "explicit index .mat (default <data-dir>/index.mat)")
+    caption_file: str | None = option(None, "explicit caption .mat or .txt")
+    label_file: str | None = option(None, "explicit label .mat")
+    split: str = option("standard", "split protocol: standard (seed 1814, 5000/10000) or mith (MITH/CMCL sizes, "
+                                    "seed 1)", choices=PROTOCOLS)
+    query_num: int | None = option(None, "query set size (default: the protocol's)")
+    train_num: int | None = option(None, "training set size, taken inside the database (default: the protocol's)")
+    seed: int | None = option(None, "split and training seed (default: the protocol's)")
+    numclass: int | None = option(None, "number of classes; read from the label file, checked if given")
+    max_words: int = option(32, "text length in tokens (SOT + BPE + EOT, zero padded)")
+    train_transform: str = option("resize_crop", "training image transform", choices=TRAIN_TRANSFORMS)
+    eval_caption: str = option("first", "caption used for query/database items with several captions",
+                               choices=CAPTION_CHOICES)
+    num_workers: int = option(4, "data loader worker processes")
+    # --- model
+    backbone: str = option("ViT-B-32", "ViT-B-32 (weights from --clip-path) or tiny (random init toy model)",
+                           choices=BACKBONES)
+    clip_path: str = option("./ViT-B-32.pt", "OpenAI CLIP weights: TorchScript archive, state dict or safetensors")
+    output_dim: int = option(64, "hash code length in bits", aliases=("--bits",))
+    # --- optimisation (BertAdam with warmup-cosine, as the reference repos)
+    epochs: int = option(100, "training epochs")
+    batch_size: int = option(64, "training batch size")
+    lr: float = option(1e-3, "learning rate of the hash heads and other new parts")
+    clip_lr: float = option(1e-5, "learning rate of the CLIP backbone")
+    weight_decay: float = option(0.2, "BertAdam decoupled weight decay (all parameters)")
+    warmup_proportion: float = option(0.1, "fraction of the steps with linear learning-rate warmup")
+    max_grad_norm: float = option(1.0, "BertAdam per-tensor gradient norm clip (<= 0: off)")
+    precision: str = option("fp32", "autocast precision on GPU (fp32 master weights)", choices=("fp32", "bf16", "fp16"))
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    # --- evaluation
+    eval_every: int = option(1, "evaluate every N epochs (and after the last)", aliases=("--valid-freq",))
+    eval_batch_size: int = option(256, "batch size for encoding the query and database sets")
+    map_k: int | None = option(None, "also report mAP@K (first min(K, R) relevant items, the repos' definition)")
+    # --- run
+    save_dir: str | None = option(None, "run folder (default result/<method>/<dataset>/<bits>/<timestamp>)")
+    result_dir: str = option("result", "parent of the default run folders")
+    resume: str | None = option(None, "continue from a last.pt (or a run folder holding one)")
+    test: bool = option(False, "only evaluate --pretrained weights and write the outputs")
+    pretrained: str | None = option(None, "checkpoint to evaluate with --test, or to start training from")
+    keep_last: bool = option(False, "keep last.pt (optimizer state, for --resume) after a finished run")
+    save_best: bool = option(True, "write best.pt (model weights of the best evaluation)")
+    progress: bool = option(True, "show progress bars")
+
+    dataset_defaults = {"demo": DEMO_DEFAULTS}

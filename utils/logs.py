@@ -1,0 +1,28 @@
+"""Run logging: one logger writing to the console and, once the run folder exists, to train.log."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+LOGGER_NAME = "hashing"
+
+
+def get_logger() -> logging.Logger:
+    """The framework's logger, with a console handler on first use."""
+    logger = logging.getLogger(LOGGER_NAME)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def log_to_file(path: Path) -> logging.Handler:
+    """Also write the framework's log to `path` (appending, for --resume); returns the handler."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    get_logger().addHandler(handler)
+    return handler
