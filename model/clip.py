@@ -219,15 +219,19 @@ def load_clip(path: str | Path, max_words: int = 32) -> CLIPBackbone:
 
 
 def build_tiny_clip(max_words: int = 32, image_size: int = 64, embed_dim: int = 128) -> CLIPBackbone:
-    """A randomly initialised toy CLIP for the demo and the tests (about 8 M parameters).
+    """A randomly initialised toy CLIP for the demo and the tests (about 8 M parameters, 1.8 M trained).
 
     Image tower: CLIP's ModifiedResNet, layers [1, 1, 1, 1], width 16 (a plain patchify ViT of this
     size learns the demo data too slowly; docs/demo.md). Text tower: 2 layers of width 128, the full
-    49,408-token BPE vocabulary and a 77-row positional table, like the real model.
+    49,408-token BPE vocabulary and a 77-row positional table, like the real model. The token
+    embedding (6.3 M values, of which a caption vocabulary touches a few dozen rows) stays frozen at
+    its random init: fixed random token vectors serve the text tower as well and the optimizer
+    step gets ~40 % cheaper.
     """
     vision = CLIPVisionCfg(layers=(1, 1, 1, 1), width=16, image_size=image_size, head_width=32)
     text = CLIPTextCfg(context_length=77, vocab_size=49408, width=128, heads=4, layers=2)
     clip = open_clip.CLIP(embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+    clip.token_embedding.weight.requires_grad_(False)
     return CLIPBackbone(clip, max_words=max_words)
 
 

@@ -415,9 +415,12 @@ class HashTrainer:
         """Write summary.json and pr_curve.png, print the result table."""
         chance = chance_map(self.data.query.labels, self.data.retrieval.labels)
         summary = self._summary(chance)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         codes_file = self.run_dir / "codes.mat"
         plot_pr_curves({f"{self.name} {self.primary_code_set} bits": codes_file}, self.run_dir / "pr_curve.png")
+        # summary.json comes last: its presence marks a finished run (sweeps skip such cells)
+        tmp = self.run_dir / "summary.json.partial"
+        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.replace(self.run_dir / "summary.json")
         self.log.info(format_result_table(summary))
         self.log.info(f"run folder: {self.run_dir}")
         return summary

@@ -7,17 +7,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-import numpy as np  # noqa: E402
-
-from utils.metrics import load_codes_file, pr_curve_by_radius, topn_precision_curve  # noqa: E402
+from utils.metrics import load_codes_file, pr_curve_by_radius, topn_grid, topn_precision_curve  # noqa: E402
 
 PANELS = (("i2t", "q_img", "r_txt", "I→T"), ("t2i", "q_txt", "r_img", "T→I"))
-
-
-def topn_grid(database_size: int, points: int = 20) -> np.ndarray:
-    """N values for top-N precision: `points` evenly spaced values up to min(database, 10,000)."""
-    top = min(database_size, 10_000)
-    return np.unique(np.linspace(top / points, top, points).astype(int))
 
 
 def plot_pr_curves(runs: dict[str, str | Path], out_path: str | Path) -> Path:
@@ -28,14 +20,14 @@ def plot_pr_curves(runs: dict[str, str | Path], out_path: str | Path) -> Path:
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
     for label, path in runs.items():
         codes = load_codes_file(path)
-        ns = topn_grid(codes["r_img"].shape[0])
+        ns = topn_grid(codes["r_img"].shape[0], points=20)
         for column, (_, query_key, db_key, title) in enumerate(PANELS):
             precision, recall = pr_curve_by_radius(codes[query_key], codes[db_key], codes["q_l"], codes["r_l"])
             pr_axis, topn_axis = axes[0, column], axes[1, column]
             pr_axis.plot(recall, precision, marker=".", label=label)
             pr_axis.set(title=f"{title} precision-recall (Hamming radius)", xlabel="recall", ylabel="precision",
                         xlim=(0, 1.02), ylim=(0, 1.02))
-            topn = topn_precision_curve(codes[query_key], codes[db_key], codes["q_l"], codes["r_l"], ns)
+            _, topn = topn_precision_curve(codes[query_key], codes[db_key], codes["q_l"], codes["r_l"], ns)
             topn_axis.plot(ns, topn, marker=".", label=label)
             topn_axis.set(title=f"{title} top-N precision", xlabel="N (retrieved items)", ylabel="precision",
                           ylim=(0, 1.02))
