@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dataset.catalog import DatasetInfo, SplitSizes
-from dataset.demo import generate_demo
+from dataset.demo import ensure_demo
 from dataset.mat import PairTable, load_pair_table
 from dataset.pairs import PairDataset
 from dataset.splits import Split, split_rows
@@ -43,7 +43,7 @@ def load_table(info: DatasetInfo, data_dir: str | None, index_file: str | None =
     """The dataset's files (the demo data is generated on first use) with the class count checked."""
     folder = Path(data_dir or info.default_dir)
     if info.name == "demo" and not (index_file or caption_file or label_file):
-        generate_demo(folder, num_items=info.num_pairs)
+        ensure_demo(folder, num_items=info.num_pairs)
     table = load_pair_table(folder, index_file, caption_file, label_file, data_root)
     if numclass is not None and numclass != table.num_classes:
         raise UserError(f"--numclass {numclass} does not match the {table.num_classes} label columns of the "

@@ -185,6 +185,21 @@ def generate_demo(save_dir: str | Path, num_items: int = 2500, seed: int = 0, pr
     return save_dir
 
 
+def ensure_demo(save_dir: str | Path, num_items: int = 2500) -> Path:
+    """The demo data in `save_dir`: generated if absent or written by another generator version.
+
+    An existing demo folder of any size is reused (tests write small ones with :func:`generate_demo`).
+    """
+    save_dir = Path(save_dir)
+    marker_path = save_dir / "demo.json"
+    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
+    if marker and marker.get("generator_version") == GENERATOR_VERSION and (save_dir / "index.mat").is_file():
+        return save_dir
+    if marker:
+        num_items = marker.get("num_items", num_items)
+    return generate_demo(save_dir, num_items, seed=marker.get("seed", 0) if marker else 0)
+
+
 def chance_map(labels: np.ndarray, query_rows: np.ndarray, database_rows: np.ndarray) -> float:
     """Mean over queries of the fraction of relevant database items: the mAP of a random ranking."""
     relevant = (labels[query_rows] @ labels[database_rows].T) > 0

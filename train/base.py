@@ -9,7 +9,7 @@ and overrides only what differs (docs/architecture.md lists the hooks):
     extra_optimizers()     optimizers for parts outside BertAdam (e.g. proxies with SGD)
     training_step(batch)   -> {"loss": tensor, **logs}; the only required override
     before_optimizer_step() e.g. a global gradient clip
-    on_epoch_start/end(epoch), before_evaluation()
+    on_epoch_start/end(epoch), before_evaluation(), after_evaluation()
     encode(batch)          -> {code_set_name: (image_codes, text_codes)} as ±1
     distance()             None (Hamming) or a callable for other code formats
     selection_score(results)  which evaluation is "best"
@@ -158,6 +158,9 @@ class HashTrainer:
     def before_evaluation(self) -> None:
         """Called before the query and database sets are encoded (the model is in eval mode)."""
 
+    def after_evaluation(self) -> None:
+        """Called after both sets are encoded, before the model returns to train mode."""
+
     def encode(self, batch: Batch) -> CodeSets:
         """±1 codes of a batch for each code set: `{name: (image_codes, text_codes)}`."""
         image, text = self.model(batch["image"], batch["text"])
@@ -196,7 +199,8 @@ class HashTrainer:
                           persistent_workers=self.cfg.num_workers > 0, drop_last=False,
                           generator=torch.Generator())
 
-    def _eval_loader(self, dataset) -> tuple[DataLoader, np.ndarray]:
+    def eval_loader(self, dataset) -> tuple[DataLoader, np.ndarray]:
+        """Sequential loader over this process's share of `dataset` (all of it without torchrun), and the rows."""
         rows = self.dist.shard(len(dataset))
         loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=self.cfg.eval_batch_size, shuffle=False,
                             num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
@@ -268,7 +272,7 @@ class HashTrainer:
     @torch.no_grad()
     def encode_dataset(self, dataset, desc: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Codes of every item of `dataset`, in dataset order, gathered over all processes."""
-        loader, _ = self._eval_loader(dataset)
+        loader, _ = self.eval_loader(dataset)
         parts: dict[str, tuple[list, list]] = {}
         for batch in tqdm(loader, desc=desc, leave=False, disable=self._progress_disabled()):
             with self.autocast():
@@ -289,6 +293,7 @@ class HashTrainer:
         self.before_evaluation()
         query = self.encode_dataset(self.data.query, "encoding queries")
         database = self.encode_dataset(self.data.retrieval, "encoding database")
+        self.after_evaluation()
         self.model.train()
         q_labels = self.data.query.labels.numpy()
         r_labels = self.data.retrieval.labels.numpy()
@@ -416,7 +421,8 @@ class HashTrainer:
         chance = chance_map(self.data.query.labels, self.data.retrieval.labels)
         summary = self._summary(chance)
         codes_file = self.run_dir / "codes.mat"
-        plot_pr_curves({f"{self.name} {self.primary_code_set} bits": codes_file}, self.run_dir / "pr_curve.png")
+        plot_pr_curves({f"{self.name} {self.primary_code_set} bits": codes_file}, self.run_dir / "pr_curve.png",
+                       distance=self.distance())
         # summary.json comes last: its presence marks a finished run (sweeps skip such cells)
         tmp = self.run_dir / "summary.json.partial"
         tmp.write_text(json.dumps(summary, indent=2))
