@@ -161,19 +161,13 @@ def load_pair_table(
         raise UserError(f"{index_path} holds no items")
     if data_root:
         paths = remap_root(paths, data_root)
-    paths = [p if os.path.isabs(p) else str(data_dir / p) for p in paths]
+    paths = [p if os.path.isabs(p) else os.path.normpath(data_dir / p) for p in paths]
     return PairTable(paths=paths, captions=captions, labels=labels)
 
 
-def _atomic_savemat(path: Path, variables: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".mat.partial")
-    os.close(fd)
-    try:
-        sio.savemat(tmp, variables)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+def _savemat_to(path: Path, variables: dict) -> None:
+    with open(path, "wb") as handle:
+        sio.savemat(handle, variables)
 
 
 def write_pair_table(
@@ -185,7 +179,7 @@ def write_pair_table(
     caption_layout: str = "cells",
     label_dtype: str | np.dtype = np.float32,
 ) -> None:
-    """Write index.mat, caption.mat (or caption.txt) and label.mat; each file appears whole or not at all.
+    """Write index.mat, caption.mat (or caption.txt) and label.mat: all three appear whole, or none changes.
 
     `caption_layout` picks the on-disk form of the captions, all read by :func:`read_captions`
     and by the reference repos' readers of that family:
@@ -199,21 +193,45 @@ def write_pair_table(
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     first = [caps[0].replace("\n", " ") if caps else "" for caps in captions]
-    if caption_layout == "txt":
-        fd, tmp = tempfile.mkstemp(dir=save_dir, suffix=".txt.partial")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.writelines(line + "\n" for line in first)
-        os.replace(tmp, save_dir / "caption.txt")
-    elif caption_layout == "cells":
-        cells = np.empty(len(captions), dtype=object)
-        for i, caps in enumerate(captions):
-            cells[i] = np.array(list(caps) or [""])
-        _atomic_savemat(save_dir / "caption.mat", {"caption": cells})
-    elif caption_layout == "column":
-        _atomic_savemat(save_dir / "caption.mat", {"caption": np.array(first).reshape(-1, 1)})
-    elif caption_layout == "flat":
-        _atomic_savemat(save_dir / "caption.mat", {"caption": np.array(first)})
-    else:
-        raise ValueError(f"unknown caption_layout {caption_layout!r}")
-    _atomic_savemat(save_dir / "index.mat", {"index": np.array(list(paths))})
-    _atomic_savemat(save_dir / "label.mat", {label_key: np.asarray(labels).astype(label_dtype)})
+    staged: list[tuple[Path, Path]] = []  # (temporary file, final name): renamed only when all are written
+
+    def stage(name: str) -> Path:
+        fd, tmp = tempfile.mkstemp(dir=save_dir, prefix=f".{name}.", suffix=".partial")
+        os.close(fd)
+        staged.append((Path(tmp), save_dir / name))
+        return Path(tmp)
+
+    try:
+        if caption_layout == "txt":
+            stage("caption.txt").write_text("".join(line + "\n" for line in first), encoding="utf-8")
+        elif caption_layout == "cells":
+            cells = np.empty(len(captions), dtype=object)
+            for i, caps in enumerate(captions):
+                cells[i] = np.array(list(caps) or [""])
+            _savemat_to(stage("caption.mat"), {"caption": cells})
+        elif caption_layout == "column":
+            _savemat_to(stage("caption.mat"), {"caption": np.array(first).reshape(-1, 1)})
+        elif caption_layout == "flat":
+            _savemat_to(stage("caption.mat"), {"caption": np.array(first)})
+        else:
+            raise ValueError(f"unknown caption_layout {caption_layout!r}")
+        _savemat_to(stage("index.mat"), {"index": np.array(list(paths))})
+        _savemat_to(stage("label.mat"), {label_key: np.asarray(labels).astype(label_dtype)})
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    for other in ("caption.mat", "caption.txt"):  # a stale caption file of the other form would shadow ours
+        if other not in {final.name for _, final in staged}:
+            (save_dir / other).unlink(missing_ok=True)
+    mode = _default_file_mode()
+    for tmp, final in staged:
+        os.chmod(tmp, mode)
+        os.replace(tmp, final)
+
+
+def _default_file_mode() -> int:
+    """The mode a plainly created file gets under the current umask (mkstemp's files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask

@@ -1,0 +1,145 @@
+"""What the three dataset generators share: arguments, image checks, the run summary and the output."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from dataset.catalog import DatasetInfo
+from dataset.mat import write_pair_table
+from utils.config import OneLineParser
+from utils.errors import UserError
+
+VERIFY_MODES = ("none", "header", "full")
+FAMILIES = ("category", "label")
+
+
+def generator_parser(prog: str, description: str, info: DatasetInfo) -> argparse.ArgumentParser:
+    """The options every generator has; each adds its own input options."""
+    parser = OneLineParser(prog=prog, description=description)
+    parser.add_argument("--save-dir", default=info.default_dir, help=f"output folder (default {info.default_dir})")
+    parser.add_argument("--family", choices=FAMILIES, default="category",
+                        help="on-disk family: category (DCHMT/QinLab files) or label (MITH/CMCL files)")
+    parser.add_argument("--absolute-paths", action="store_true",
+                        help="write absolute image paths (default: relative to --save-dir, so the data can move)")
+    parser.add_argument("--verify", choices=VERIFY_MODES, default="header",
+                        help="image check: none, header (open + verify, fast) or full (decode every image)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at a missing or unreadable image instead of dropping the pair")
+    return parser
+
+
+def run_generator(main: Callable[[list[str] | None], None], argv: list[str] | None = None) -> int:
+    """Run a generator's main; a UserError becomes one line on stderr and exit code 2."""
+    try:
+        main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def require_file(path: Path, what: str, fix: str) -> Path:
+    if not path.is_file():
+        raise UserError(f"{what} not found: {path} ({fix})")
+    return path
+
+
+def require_dir(path: Path, what: str, fix: str) -> Path:
+    if not path.is_dir():
+        raise UserError(f"{what} not found: {path} ({fix})")
+    return path
+
+
+def image_problem(path: str, mode: str) -> str | None:
+    """Why the image at `path` cannot be used ("missing image", "unreadable image"), or None."""
+    if not os.path.isfile(path):
+        return "missing image"
+    if mode == "none":
+        return None
+    try:
+        with Image.open(path) as image:
+            if mode == "full":
+                image.load()
+            else:
+                image.verify()
+    except Exception:
+        return "unreadable image"
+    return None
+
+
+@dataclass
+class Summary:
+    """What a generator kept and dropped, and why; printed at the end of a run."""
+
+    name: str
+    standard_pairs: int
+    dropped: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)
+
+    def report(self, captions: Sequence[Sequence[str]], labels: np.ndarray, classes: Sequence[str],
+               save_dir: Path) -> str:
+        kept = len(captions)
+        per_item = np.array([len(c) for c in captions]) if kept else np.zeros(1)
+        words = np.array([len(c.split()) for caps in captions for c in caps]) if kept else np.zeros(1)
+        freq = labels.sum(axis=0).astype(int) if kept else np.zeros(len(classes), int)
+        lines = [f"{self.name}: kept {kept} pairs in {save_dir}"]
+        if kept != self.standard_pairs:
+            lines.append(f"  note: the standard {self.name} set has {self.standard_pairs} pairs; this download "
+                         f"gives {kept} (expected for a partial download)")
+        for reason, count in sorted(self.dropped.items()):
+            lines.append(f"  dropped {count}: {reason}")
+        for reason, count in sorted(self.warnings.items()):
+            lines.append(f"  warning, {count} items: {reason}")
+        lines.append(f"  classes: {len(classes)}; labels per pair: mean {labels.sum(1).mean() if kept else 0:.2f}")
+        order = np.argsort(-freq)
+        lines.append("  most frequent: " + ", ".join(f"{classes[i]} {freq[i]}" for i in order[:5]))
+        lines.append("  least frequent: " + ", ".join(f"{classes[i]} {freq[i]}" for i in order[::-1][:5]))
+        lines.append(f"  captions per pair: min {per_item.min()}, mean {per_item.mean():.2f}, max {per_item.max()}; "
+                     f"words per caption: mean {words.mean():.1f}, max {words.max()}")
+        return "\n".join(lines)
+
+
+def filter_images(paths: Sequence[str], mode: str, strict: bool, summary: Summary) -> np.ndarray:
+    """Boolean mask of the usable images (progress bar); dropped ones are counted in the summary."""
+    keep = np.ones(len(paths), dtype=bool)
+    for i, path in enumerate(tqdm(paths, desc="checking images", unit="img", disable=None)):
+        problem = image_problem(path, mode)
+        if problem:
+            if strict:
+                raise UserError(f"{problem}: {path} (fix the download, or drop --strict to skip such pairs)")
+            summary.dropped[problem] += 1
+            keep[i] = False
+    return keep
+
+
+def write_output(save_dir: Path, image_paths: Sequence[str], captions: Sequence[Sequence[str]], labels: np.ndarray,
+                 family: str, absolute: bool, category_layout: str, label_dtype) -> None:
+    """Write the three files: category family with `category_layout` captions, label family with one caption each."""
+    save_dir.mkdir(parents=True, exist_ok=True)
+    base = save_dir.resolve()
+    stored = [str(Path(p).resolve()) if absolute else os.path.relpath(Path(p).resolve(), base) for p in image_paths]
+    if family == "category":
+        write_pair_table(save_dir, stored, captions, labels, label_key="category", caption_layout=category_layout,
+                         label_dtype=label_dtype)
+    else:
+        write_pair_table(save_dir, stored, captions, labels, label_key="label", caption_layout="flat",
+                         label_dtype=np.float32)
+
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a text file (UTF-8, undecodable bytes replaced), without line endings."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read().splitlines()
+
+
+def progress(items: Iterable, desc: str, total: int | None = None) -> Iterable:
+    return tqdm(items, desc=desc, total=total, disable=None)
