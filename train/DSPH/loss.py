@@ -1,6 +1,6 @@
 """DSPH's proxy loss ("HyP"): pull codes to the proxies of their labels, push them from the others.
 
-Spec: docs/methods/DSPH.md sections 4 and 7 (from shared/methods/DSPH.md).
+Spec: shared/methods/DSPH.md, sections 4 and 7.
 """
 from __future__ import annotations
 

@@ -1,0 +1,124 @@
+"""main.py end to end: one-line errors with exit code 2, config files, --resume and --test."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.io as sio
+import yaml
+
+import main
+from dataset.catalog import DATASETS
+from dataset.demo import chance_map, draw_item, generate_demo
+from dataset.splits import split_rows
+from train.base import HashTrainer
+from train.registry import available_methods
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--dataset", "demo", "--query-num", "16", "--train-num", "48", "--batch-size", "16", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    return generate_demo(tmp_path_factory.mktemp("demo") / "data", num_items=96, progress=False)
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_missing_dataset_is_one_line_error(tmp_path):
+    result = run_cli("--method", "DSPH", "--dataset", "coco", "--save-dir", str(tmp_path / "run"), cwd=tmp_path)
+    assert_one_line_error(result, "dataset/coco", "make_")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_clip_weights_is_one_line_error(small_demo, tmp_path):
+    result = run_cli("--method", "DSPH", "--data-dir", str(small_demo), "--backbone", "ViT-B-32",
+                     "--clip-path", str(tmp_path / "ViT-B-32.pt"), "--save-dir", str(tmp_path / "run"), *SMALL)
+    assert_one_line_error(result, "ViT-B-32.pt", "--clip-path")
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_method_lists_the_available_ones():
+    message = assert_one_line_error(run_cli("--method", "NoSuchMethod"), "NoSuchMethod")
+    for name in available_methods():
+        assert name in message
+
+
+@pytest.mark.parametrize("args, needle", [(["--epochs", "abc"], "--epochs"), (["--no-such-flag", "1"], "--no-such-flag"),
+                                          (["--dataset", "imagenet"], "imagenet")])
+def test_bad_flags_are_one_line_errors(args, needle):
+    assert_one_line_error(run_cli("--method", "DSPH", *args), needle)
+
+
+def test_config_file_reruns_a_run_and_flags_win(small_demo, tmp_path):
+    first = tmp_path / "first"
+    assert main.main(["--method", "_template", "--data-dir", str(small_demo), "--save-dir", str(first), "--epochs", "1",
+                      "--output-dim", "16", *SMALL]) == 0
+    config = yaml.safe_load((first / "config.yaml").read_text())
+    assert config["output_dim"] == 16 and config["epochs"] == 1
+    _, cfg = main.parse_config(["--method", "_template", "--config", str(first / "config.yaml"), "--output-dim", "32"])
+    assert cfg.output_dim == 32 and cfg.epochs == 1 and cfg.batch_size == 16
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: many\n")
+    result = run_cli("--method", "_template", "--config", str(bad))
+    assert_one_line_error(result, "epochs")
+
+
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(small_demo, tmp_path, monkeypatch):
+    flags = ["--method", "_template", "--data-dir", str(small_demo), "--epochs", "2", "--eval-every", "1", *SMALL]
+    assert main.main([*flags, "--save-dir", str(tmp_path / "straight")]) == 0
+
+    original = HashTrainer.train_epoch
+
+    def stop_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(HashTrainer, "train_epoch", stop_in_second_epoch)
+    assert main.main([*flags, "--save-dir", str(tmp_path / "cut")]) == 130
+    assert (tmp_path / "cut" / "last.pt").is_file() and not (tmp_path / "cut" / "summary.json").exists()
+    monkeypatch.setattr(HashTrainer, "train_epoch", original)
+    assert main.main([*flags, "--save-dir", str(tmp_path / "cut"), "--resume", str(tmp_path / "cut")]) == 0
+
+    straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    resumed = json.loads((tmp_path / "cut" / "summary.json").read_text())
+    assert resumed["best_epoch"] == straight["best_epoch"]
+    for key in ("best", "last"):
+        assert resumed[key] == pytest.approx(straight[key], abs=1e-9)
+    a, b = sio.loadmat(tmp_path / "straight" / "codes.mat"), sio.loadmat(tmp_path / "cut" / "codes.mat")
+    assert np.array_equal(a["q_img"], b["q_img"]) and np.array_equal(a["r_txt"], b["r_txt"])
+
+
+def test_test_mode_reproduces_the_best_evaluation(small_demo, tmp_path):
+    flags = ["--method", "_template", "--data-dir", str(small_demo), "--epochs", "1", *SMALL]
+    assert main.main([*flags, "--save-dir", str(tmp_path / "train")]) == 0
+    assert main.main([*flags, "--save-dir", str(tmp_path / "test"), "--test", "--pretrained",
+                      str(tmp_path / "train" / "best.pt")]) == 0
+    trained = json.loads((tmp_path / "train" / "summary.json").read_text())
+    tested = json.loads((tmp_path / "test" / "summary.json").read_text())
+    assert tested["best"] == pytest.approx(trained["best"], abs=1e-12)
+
+
+def test_demo_chance_level_is_at_most_0_35():
+    """The default demo (2,500 items, seed 0) with its split: a random ranking scores at most 0.35 mAP."""
+    rng = np.random.default_rng(0)
+    labels = np.stack([draw_item(rng)[2] for _ in range(2500)]).astype(np.float64)
+    sizes = DATASETS["demo"].protocols["standard"]
+    split = split_rows(len(labels), sizes.query, sizes.train, sizes.seed)
+    assert chance_map(labels, split.query, split.retrieval) <= 0.35
