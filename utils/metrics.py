@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,12 @@ import scipy.io as sio
 from scipy.special import digamma
 
 from utils.errors import UserError
+
+# numba's default OpenMP threading layer leaves spinning threads that compete with PyTorch's own OpenMP
+# pool: after the first evaluation every training step ran up to 20x slower (measured, 2 cores). The
+# workqueue layer has no such threads. NUMBA_THREADING_LAYER in the environment still wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
 
 DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 DIRECTIONS = {"i2t": ("q_img", "r_txt"), "t2i": ("q_txt", "r_img"), "i2i": ("q_img", "r_img"),
