@@ -1,6 +1,7 @@
 """CLIP image preprocessing with torchvision (docs/datasets.md, per-item preprocessing)."""
 from __future__ import annotations
 
+import torch
 from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 
@@ -31,3 +32,10 @@ def eval_transform(size: int) -> T.Compose:
     """Query / database transform of every repo: squash to size x size (bicubic, aspect ratio not kept)."""
     return T.Compose([T.Resize((size, size), interpolation=InterpolationMode.BICUBIC), T.ToTensor(),
                       T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
+def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) images (the image cache's batches) -> CLIP-normalised float32, on their device."""
+    mean = torch.tensor(CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255 - mean) / std

@@ -235,13 +235,24 @@ def build_tiny_clip(max_words: int = 32, image_size: int = 64, embed_dim: int = 
     return CLIPBackbone(clip, max_words=max_words)
 
 
-BACKBONES = ("ViT-B-32", "tiny")
+BACKBONES = ("ViT-B-32", "ViT-B-32-random", "tiny")
+
+
+def build_random_vit_b32(max_words: int = 32) -> CLIPBackbone:
+    """OpenAI's ViT-B/32 architecture (QuickGELU) with random weights: for benchmarks and pipeline checks."""
+    clip = open_clip.CLIP(512, vision_cfg=CLIPVisionCfg(layers=12, width=768, patch_size=32, image_size=224),
+                          text_cfg=CLIPTextCfg(context_length=77, vocab_size=49408, width=512, heads=8, layers=12),
+                          quick_gelu=True)
+    return CLIPBackbone(clip, max_words=max_words)
 
 
 def build_backbone(name: str, clip_path: str | Path, max_words: int = 32) -> CLIPBackbone:
-    """`ViT-B-32`: load weights from `clip_path`; `tiny`: the random-init toy model."""
+    """`ViT-B-32`: load weights from `clip_path`; `ViT-B-32-random`: that architecture untrained (benchmarks);
+    `tiny`: the random-init toy model."""
     if name == "tiny":
         return build_tiny_clip(max_words=max_words)
+    if name == "ViT-B-32-random":
+        return build_random_vit_b32(max_words=max_words)
     if name == "ViT-B-32":
         return load_clip(clip_path, max_words=max_words)
     raise UserError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")

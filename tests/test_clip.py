@@ -160,3 +160,15 @@ def test_state_dict_that_is_not_clip(tmp_path):
 def test_text_longer_than_max_words_is_rejected():
     with pytest.raises(UserError, match="context length"):
         build_tiny_clip(max_words=100)
+
+
+def test_random_vit_b32_is_the_openai_architecture():
+    """The benchmark backbone has exactly the shapes of OpenAI's ViT-B/32 (its state dict loads as one)."""
+    from model.clip import build_clip_from_state_dict, build_random_vit_b32
+
+    backbone = build_random_vit_b32()
+    state = backbone.clip.state_dict()
+    assert state["visual.conv1.weight"].shape == (768, 3, 32, 32) and state["positional_embedding"].shape == (77, 512)
+    rebuilt = build_clip_from_state_dict(state)
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in backbone.clip.parameters())
+    assert backbone.image_size == 224 and backbone.embed_dim == 512

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -38,6 +39,8 @@ from tqdm import tqdm
 
 from dataset.builder import DataBundle, build_datasets, load_table, resolve_split_sizes
 from dataset.catalog import resolve_dataset
+from dataset.image_cache import attach_image_cache
+from dataset.transforms import normalize_uint8
 from model.clip import CLIPBackbone, build_backbone
 from model.heads import DualHashModel, LinearTanhHead
 from train.config import BaseConfig
@@ -82,6 +85,8 @@ class HashTrainer:
         self.log = get_logger()
         self.dist = setup_distributed(cfg.device)
         self.device = self.dist.device
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN time its conv algorithms once
         self.dataset_info = resolve_dataset(cfg.dataset)
         self.split_sizes = resolve_split_sizes(self.dataset_info, cfg.split, cfg.query_num, cfg.train_num, cfg.seed)
         self._check_precision()
@@ -91,6 +96,11 @@ class HashTrainer:
         self.backbone: CLIPBackbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
         self.data: DataBundle = build_datasets(table, self.split_sizes, self.backbone.image_size, cfg.max_words,
                                                cfg.train_transform, cfg.eval_caption)
+        self.num_workers = min(8, os.cpu_count() or 1) if cfg.num_workers is None else cfg.num_workers
+        if cfg.image_cache:
+            folder = Path(cfg.cache_dir or Path(cfg.data_dir or self.dataset_info.default_dir) / "cache")
+            attach_image_cache(self.data, folder, cfg.train_transform, self.backbone.image_size, self.num_workers,
+                               build=self.dist.is_main, wait=self.dist.barrier, progress=cfg.progress and self.dist.is_main)
         self.num_classes = self.data.num_classes
         self.num_train = len(self.data.train)
         self.train_labels = self.data.train.labels.to(self.device)
@@ -195,23 +205,31 @@ class HashTrainer:
         if batch < 1:
             raise UserError(f"--batch-size {self.cfg.batch_size} is smaller than the {self.dist.world_size} processes")
         return DataLoader(self.data.train, batch_size=batch, shuffle=sampler is None, sampler=sampler,
-                          num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda",
-                          persistent_workers=self.cfg.num_workers > 0, drop_last=False,
-                          generator=torch.Generator())
+                          pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
+                          drop_last=False, generator=torch.Generator(), **self._worker_options())
 
     def eval_loader(self, dataset) -> tuple[DataLoader, np.ndarray]:
         """Sequential loader over this process's share of `dataset` (all of it without torchrun), and the rows."""
         rows = self.dist.shard(len(dataset))
         loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=self.cfg.eval_batch_size, shuffle=False,
-                            num_workers=self.cfg.num_workers, pin_memory=self.device.type == "cuda")
+                            pin_memory=self.device.type == "cuda", **self._worker_options())
         return loader, rows
+
+    def _worker_options(self) -> dict[str, Any]:
+        if self.num_workers == 0:
+            return {"num_workers": 0}
+        return {"num_workers": self.num_workers, "prefetch_factor": self.cfg.prefetch_factor}
 
     def _progress_disabled(self) -> bool | None:
         """tqdm's `disable`: off when asked or on other ranks; None lets tqdm hide bars when not on a terminal."""
         return None if self.cfg.progress and self.dist.is_main else True
 
     def to_device(self, batch: Batch) -> Batch:
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        """The batch on the training device; uint8 images (from the image cache) are normalised there."""
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if batch["image"].dtype == torch.uint8:
+            batch["image"] = normalize_uint8(batch["image"])
+        return batch
 
     # ================================================================ precision
     def _check_precision(self) -> None:
@@ -249,6 +267,10 @@ class HashTrainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training set; returns the epoch means of the logged values."""
         self.model.train()
+        if self.cfg.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
         if isinstance(self.criterion, nn.Module):
             self.criterion.train()
         loader = self.train_loader

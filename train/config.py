@@ -38,10 +38,17 @@ class BaseConfig(ConfigBase):
     train_transform: str = option("resize_crop", "training image transform", choices=TRAIN_TRANSFORMS)
     eval_caption: str = option("first", "caption used for query/database items with several captions",
                                choices=CAPTION_CHOICES)
-    num_workers: int = option(4, "data loader worker processes")
+    num_workers: int | None = option(None, "data loader worker processes (default: min(8, CPU cores))")
+    prefetch_factor: int = option(4, "batches each loader worker prepares ahead")
+    image_cache: bool = option(False, "keep decoded, resized images in a uint8 memory-mapped file (built on first "
+                                      "use, reused by later runs; docs/performance.md)")
+    cache_dir: str | None = option(None, "folder of the image cache (default <data-dir>/cache)")
     # --- model
-    backbone: str = option("ViT-B-32", "ViT-B-32 (weights from --clip-path) or tiny (random init toy model)",
+    backbone: str = option("ViT-B-32", "ViT-B-32 (weights from --clip-path), ViT-B-32-random (same architecture, random "
+                                       "weights: benchmarks) or tiny (random init toy model)",
                            choices=BACKBONES)
+    freeze_bn: bool = option(False, "keep BatchNorm layers (ResNet image towers) in eval mode while training: "
+                                    "fixed statistics, the same result with any number of processes")
     clip_path: str = option("./ViT-B-32.pt", "OpenAI CLIP weights: TorchScript archive, state dict or safetensors")
     output_dim: int = option(64, "hash code length in bits", aliases=("--bits",))
     # --- optimisation (BertAdam with warmup-cosine, as the reference repos)

@@ -1,0 +1,118 @@
+"""Training throughput of one method: data loading and the model step measured separately, and peak memory.
+
+    python bench/train_speed.py [--method DSPH] [--batch-size 128] [--precision fp32,bf16] [--steps 30]
+                                [--backbone ViT-B-32-random] [--num-workers N] [--dataset demo --data-dir DIR]
+
+The model step (forward, loss, backward, every optimizer step) runs on one batch held on the device, so it
+measures the model alone; the data loader is timed on its own over the training set with the run's workers.
+The default backbone is the real ViT-B/32 architecture with random weights (nothing to download). Prints one
+line per precision: steps/s, images/s of the model step, images/s of the loader, peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from main import parse_config  # noqa: E402
+
+
+def build_trainer(args, precision: str):
+    flags = ["--method", args.method, "--dataset", args.dataset, "--backbone", args.backbone, "--batch-size",
+             str(args.batch_size), "--precision", precision, "--no-progress", "--device", args.device,
+             "--output-dim", str(args.bits)]
+    if args.data_dir:
+        flags += ["--data-dir", args.data_dir]
+    if args.num_workers is not None:
+        flags += ["--num-workers", str(args.num_workers)]
+    if args.image_cache:
+        flags += ["--image-cache"]
+    trainer_cls, cfg = parse_config(flags)
+    return trainer_cls(cfg)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_model_step(trainer, steps: int, warmup: int) -> tuple[float, float]:
+    """(seconds per step, peak memory in GiB) of optimization_step on one fixed batch."""
+    batch = trainer.to_device(next(iter(trainer.train_loader)))
+    trainer.model.train()
+    for _ in range(warmup):
+        trainer.optimization_step(batch)
+    device = trainer.device
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.optimization_step(batch)
+    sync(device)
+    seconds = (time.perf_counter() - start) / steps
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # process peak RSS (KiB -> GiB)
+    return seconds, peak
+
+
+def time_loader(trainer, batches: int) -> float:
+    """Images per second delivered by the training loader (first batch excluded: worker start-up)."""
+    loader = iter(trainer.train_loader)
+    next(loader)
+    images, start = 0, time.perf_counter()
+    for i, batch in enumerate(loader):
+        images += batch["image"].shape[0]
+        if i + 1 >= batches:
+            break
+    return images / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/train_speed.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--method", default="DSPH")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--bits", type=int, default=64)
+    parser.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--loader-batches", type=int, default=10)
+    parser.add_argument("--backbone", default="ViT-B-32-random")
+    parser.add_argument("--dataset", default="demo")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--num-workers", type=int, default=None)
+    parser.add_argument("--image-cache", action="store_true")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+
+    rows = []
+    for precision in args.precision.split(","):
+        trainer = build_trainer(args, precision)
+        seconds, peak = time_model_step(trainer, args.steps, args.warmup)
+        loader_rate = time_loader(trainer, args.loader_batches)
+        rows.append((precision, 1 / seconds, args.batch_size / seconds, loader_rate, peak))
+        device = str(trainer.device) + (f" ({torch.cuda.get_device_name(trainer.device)})"
+                                        if trainer.device.type == "cuda" else "")
+        del trainer
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    print(f"{args.method}, backbone {args.backbone}, batch {args.batch_size}, {args.bits} bits, device {device}, "
+          f"torch {torch.__version__}")
+    print(f"{'precision':>9} {'steps/s':>8} {'model img/s':>12} {'loader img/s':>13} {'peak GiB':>9}")
+    for precision, steps, images, loader_rate, peak in rows:
+        print(f"{precision:>9} {steps:8.2f} {images:12.1f} {loader_rate:13.1f} {peak:9.2f}")
+    if len(rows) > 1:
+        print(f"speed-up of {rows[1][0]} over {rows[0][0]}: {rows[1][1] / rows[0][1]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""torchrun with two gloo processes on the CPU: exact codes files and the single-process mAP (issue: DDP)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import scipy.io as sio
+
+from dataset.demo import generate_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+QUERY, TRAIN, ITEMS = 100, 1000, 1200
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return generate_demo(tmp_path_factory.mktemp("ddp") / "data", num_items=ITEMS, progress=False)
+
+
+def run(prefix: list[str], data: Path, save_dir: Path) -> subprocess.CompletedProcess:
+    flags = ["--method", "DSPH", "--data-dir", str(data), "--query-num", str(QUERY), "--train-num", str(TRAIN),
+             "--batch-size", "32", "--epochs", "8", "--eval-every", "4", "--device", "cpu", "--num-workers", "0",
+             "--no-progress", "--save-dir", str(save_dir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*prefix, str(ROOT / "main.py"), *flags], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_two_gloo_processes_write_exact_codes_and_match_one_process(demo, tmp_path):
+    single = run([sys.executable], demo, tmp_path / "single")
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], demo,
+              tmp_path / "ddp")
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+
+    one, two = (sio.loadmat(tmp_path / name / "codes.mat") for name in ("single", "ddp"))
+    for key, rows in (("q_img", QUERY), ("q_txt", QUERY), ("r_img", ITEMS - QUERY), ("r_txt", ITEMS - QUERY)):
+        assert two[key].shape == one[key].shape == (rows, 64), key
+    assert (two["q_l"] == one["q_l"]).all() and (two["r_l"] == one["r_l"]).all()  # same items in the same order
+
+    a, b = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("single", "ddp"))
+    print("single", a["best"], "ddp", b["best"], "chance", a["chance_mAP"])
+    for direction in ("i2t", "t2i"):
+        assert a["best"][direction] > a["chance_mAP"] + 0.1  # the runs learned: the comparison means something
+        assert b["best"][direction] == pytest.approx(a["best"][direction], abs=0.02), (a["best"], b["best"])
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
