@@ -46,3 +46,30 @@ def test_two_gloo_processes_write_exact_codes_and_match_one_process(demo, tmp_pa
         assert a["best"][direction] > a["chance_mAP"] + 0.1  # the runs learned: the comparison means something
         assert b["best"][direction] == pytest.approx(a["best"][direction], abs=0.02), (a["best"], b["best"])
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
+
+
+def test_gloo_sync_batchnorm_equals_batchnorm_in_one_process(tmp_path):
+    """In a one-process gloo group the synchronised layer is exactly BatchNorm2d: output, gradients, statistics."""
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    from utils.distributed import sync_batchnorm
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        synced = sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), torch.device("cpu"))
+        synced.load_state_dict(plain.state_dict())
+        assert type(synced[1]).__name__ == "_GlooSyncBatchNorm2d"
+        x = torch.randn(5, 3, 7, 7)
+        for model in (plain, synced):
+            model(x).square().sum().backward()
+        assert torch.allclose(plain(x), synced(x), atol=1e-5)
+        for a, b in zip(plain.parameters(), synced.parameters()):
+            assert torch.allclose(a.grad, b.grad, atol=1e-4)
+        assert torch.allclose(plain[1].running_var, synced[1].running_var, atol=1e-6)
+        assert torch.allclose(plain[1].running_mean, synced[1].running_mean, atol=1e-6)
+    finally:
+        dist.destroy_process_group()

@@ -46,7 +46,7 @@ from model.heads import DualHashModel, LinearTanhHead
 from train.config import BaseConfig
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.config import write_yaml_config
-from utils.distributed import setup_distributed
+from utils.distributed import setup_distributed, sync_batchnorm
 from utils.errors import UserError
 from utils.logs import get_logger, log_to_file
 from utils.metrics import evaluate_codes, to_binary_codes
@@ -114,6 +114,7 @@ class HashTrainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.step_module: nn.Module = _StepModule(self)
         if self.dist.enabled:
+            self.step_module = sync_batchnorm(self.step_module, self.device)  # BatchNorm over the global batch
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids,
                                                                    find_unused_parameters=True)
@@ -267,10 +268,6 @@ class HashTrainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass over the training set; returns the epoch means of the logged values."""
         self.model.train()
-        if self.cfg.freeze_bn:
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
         if isinstance(self.criterion, nn.Module):
             self.criterion.train()
         loader = self.train_loader

@@ -47,8 +47,6 @@ class BaseConfig(ConfigBase):
     backbone: str = option("ViT-B-32", "ViT-B-32 (weights from --clip-path), ViT-B-32-random (same architecture, random "
                                        "weights: benchmarks) or tiny (random init toy model)",
                            choices=BACKBONES)
-    freeze_bn: bool = option(False, "keep BatchNorm layers (ResNet image towers) in eval mode while training: "
-                                    "fixed statistics, the same result with any number of processes")
     clip_path: str = option("./ViT-B-32.pt", "OpenAI CLIP weights: TorchScript archive, state dict or safetensors")
     output_dim: int = option(64, "hash code length in bits", aliases=("--bits",))
     # --- optimisation (BertAdam with warmup-cosine, as the reference repos)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+from torch import nn
 
 from utils.errors import UserError
 
@@ -48,6 +50,46 @@ class DistContext:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+
+class _GlooSyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics cover the whole global batch, for CPU process groups (PyTorch's
+    SyncBatchNorm is GPU-only). The sums travel through a differentiable all_reduce, so gradients match one
+    process holding the whole batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        stats = dist_nn.all_reduce(torch.stack([x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3))]))
+        count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
+        dist.all_reduce(count)
+        n = count.item()
+        mean = stats[0] / n
+        var = (stats[1] / n - mean.square()).clamp(min=0)
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
+        scale = self.weight / torch.sqrt(var + self.eps)
+        return x * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+
+
+def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm layers synchronised over the process group: SyncBatchNorm on GPU, the gloo version on CPU."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for name, child in module.named_children():
+        if type(child) is nn.BatchNorm2d:
+            synced = _GlooSyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
+                                          child.track_running_stats)
+            # the same parameter and buffer objects: optimizers built before the conversion keep working
+            synced.weight, synced.bias = child.weight, child.bias
+            for key in ("running_mean", "running_var", "num_batches_tracked"):
+                setattr(synced, key, getattr(child, key))
+            setattr(module, name, synced.train(child.training))
+        else:
+            sync_batchnorm(child, device)
+    return module
 
 
 def resolve_device(flag: str) -> torch.device:
