@@ -1,0 +1,59 @@
+"""DNPH: Deep Neighborhood-aware Proxy Hashing with Uniform Distribution Constraint (Huo et al., ACM TOMM 2024)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from model.heads import LinearTanhHead
+from train.base import HashTrainer
+from train.config import BaseConfig
+from utils.config import option
+
+from .loss import DNPHLoss
+from .model import DNPHModel
+
+
+@dataclass
+class DNPHConfig(BaseConfig):
+    # original repository (QinLab-WFU/OUR-DNPH) defaults; the unified repo uses 200 epochs, batch 300
+    epochs: int = option(100, "training epochs")
+    batch_size: int = option(64, "training batch size")
+    margin: float = option(1.0, "additive margin on the squared distance to the positive proxies (mrg)")
+    noise_weight: float = option(0.1, "weight λ of the uniform-distribution (noise-as-targets) term")
+    proxy_update: str = option("none", "none: proxies stay at their random init (both QinLab repos never step their "
+                                       "optimizer); sgd: learned by plain SGD (kalenforn)", choices=("none", "sgd"))
+    proxy_lr: float = option(1e-4, "SGD learning rate of the proxies with --proxy-update sgd")
+    proxy_seed: int = option(0, "seed of the proxy initialisation N(0, 1)/8")
+    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; unified repo and "
+                                       "kalenforn) or default (PyTorch; OUR-DNPH)", choices=("kaiming", "default"))
+    head_dropout: float = option(0.2, "dropout on the pre-activation of the hash heads")
+
+
+class Trainer(HashTrainer):
+    Config = DNPHConfig
+    name = "DNPH"
+    paper = ("Deep Neighborhood-aware Proxy Hashing with Uniform Distribution Constraint for Cross-modal Retrieval "
+             "(ACM TOMM 2024)")
+
+    def build_model(self) -> DNPHModel:
+        cfg, dim = self.cfg, self.backbone.embed_dim
+        heads = [LinearTanhHead(dim, cfg.output_dim, cfg.head_dropout, init=cfg.head_init) for _ in range(2)]
+        return DNPHModel(self.backbone, *heads, self.num_classes)
+
+    def build_criterion(self) -> DNPHLoss:
+        cfg = self.cfg
+        criterion = DNPHLoss(self.num_classes, cfg.output_dim, cfg.margin, cfg.noise_weight, cfg.proxy_seed)
+        # the reference computes proxy gradients but never applies them: freezing gives the same proxies
+        criterion.proxies.requires_grad_(cfg.proxy_update != "none")
+        return criterion
+
+    def extra_optimizers(self) -> list[torch.optim.Optimizer]:
+        if self.cfg.proxy_update == "sgd":
+            return [torch.optim.SGD(self.criterion.parameters(), lr=self.cfg.proxy_lr)]
+        return []
+
+    def training_step(self, batch):
+        return self.criterion(*self.model.codes_and_logits(batch["image"], batch["text"]), batch["label"])
+
+    # encode(): the base's sign of the eval-mode code outputs; the logits and proxies are not used
