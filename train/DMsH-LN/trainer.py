@@ -21,6 +21,8 @@ class DMsHLNConfig(BaseConfig):
     similarity_source: str = option("labels", "positive pairs: shared labels (labels, original repository) or the "
                                               "sign of untrained-LabelNet code products (labelnet, unified)",
                                     choices=("labels", "labelnet"))
+    head_init: str = option("kaiming", "hash head init: kaiming (both repositories) or default (PyTorch)",
+                            choices=("kaiming", "default"))
 
 
 class Trainer(HashTrainer):
@@ -29,9 +31,8 @@ class Trainer(HashTrainer):
     paper = "Deep Multi-similarity Hashing via Label-guided Network for Cross-modal Retrieval (Neurocomputing 2024)"
 
     def build_model(self) -> DualHashModel:
-        dim, bits = self.backbone.embed_dim, self.cfg.output_dim
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, init="kaiming"),
-                             LinearTanhHead(dim, bits, init="kaiming"))
+        dim, bits, init = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_init
+        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, init=init), LinearTanhHead(dim, bits, init=init))
 
     def build_criterion(self) -> DMsHLNLoss:
         return DMsHLNLoss(self.num_classes, self.cfg.output_dim, self.cfg.similarity_source)

@@ -38,9 +38,9 @@ class DPSIHConfig(BaseConfig):
     mask_padding: bool = option(False, "keep text padding positions out of the attention pooling (the reference "
                                        "pools over them)")
 
-    # demo (tiny CLIP from scratch): with the kaiming head init, the tanh of the image head saturates to an
-    # almost constant code within a few epochs and the image side stops learning (README "Demo")
-    dataset_defaults = {"demo": dict(head_init="default")}
+    # demo (tiny CLIP from scratch): with the kaiming head init the tanh of the image head saturates to an almost
+    # constant code within a few epochs; the image side learns slowly, hence more epochs (README "Demo")
+    dataset_defaults = {"demo": dict(head_init="default", epochs=25)}
 
 
 class Trainer(HashTrainer):
