@@ -122,3 +122,15 @@ def test_demo_chance_level_is_at_most_0_35():
     sizes = DATASETS["demo"].protocols["standard"]
     split = split_rows(len(labels), sizes.query, sizes.train, sizes.seed)
     assert chance_map(labels, split.query, split.retrieval) <= 0.35
+
+
+def test_method_names_are_case_insensitive_unless_ambiguous():
+    from train.registry import load_method
+    from utils.errors import UserError
+
+    assert load_method("dsph").name == "DSPH"
+    names = available_methods()
+    twins = [n for n in names if sum(m.lower() == n.lower() for m in names) > 1]
+    if twins:  # e.g. DNpH and DNPH: the lower-case spelling must name both, not claim the method is unknown
+        with pytest.raises(UserError, match="ambiguous"):
+            load_method(twins[0].lower())

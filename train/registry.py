@@ -27,6 +27,9 @@ def _folder_for(name: str) -> str:
     matches = [f for f in folders if f.lower() == name.lower()]
     if len(matches) == 1:
         return matches[0]
+    if matches:
+        raise UserError(f"method name {name!r} is ambiguous: {' and '.join(sorted(matches))} differ only in case; "
+                        "spell it exactly")
     suggestion = difflib.get_close_matches(name, available_methods(), n=1)
     hint = f" (did you mean {suggestion[0]}?)" if suggestion else ""
     raise UserError(f"unknown method {name!r}{hint}; available: {', '.join(available_methods())}")
