@@ -77,3 +77,18 @@ class DualHashModel(nn.Module):
 
     def forward(self, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images), self.encode_text(texts)
+
+
+class ResidualMLPs(nn.Module):
+    """`layers` pre-LN residual blocks (MLP of width 4D) `x + Linear(4D, D)(Dropout(GELU(Linear(D, 4D)(LN(x)))))`."""
+
+    def __init__(self, dim: int, layers: int = 2, dropout: float = 0.0):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout),
+                                                nn.Linear(4 * dim, dim)) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for norm, mlp in zip(self.norms, self.mlps):
+            x = x + mlp(norm(x))
+        return x

@@ -13,21 +13,7 @@ from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
 
 from model.clip import CLIPBackbone
-
-
-class ResidualMLPs(nn.Module):
-    """`layers` pre-LN residual blocks `x + Linear(4D, D)(Dropout(GELU(Linear(D, 4D)(LN(x)))))`."""
-
-    def __init__(self, dim: int, layers: int = 2, dropout: float = 0.5):
-        super().__init__()
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
-        self.mlps = nn.ModuleList(nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout),
-                                                nn.Linear(4 * dim, dim)) for _ in range(layers))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for norm, mlp in zip(self.norms, self.mlps):
-            x = x + mlp(norm(x))
-        return x
+from model.heads import ResidualMLPs
 
 
 class LocalBranch(nn.Module):
