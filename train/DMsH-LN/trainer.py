@@ -24,6 +24,9 @@ class DMsHLNConfig(BaseConfig):
     head_init: str = option("kaiming", "hash head init: kaiming (both repositories) or default (PyTorch)",
                             choices=("kaiming", "default"))
 
+    # demo (tiny random-init CLIP): kaiming-initialised heads learn much slower there (README)
+    dataset_defaults = {"demo": dict(head_init="default")}
+
 
 class Trainer(HashTrainer):
     Config = DMsHLNConfig
