@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .miner import MINER_INPUTS, POSITIVE_SAMPLING, sample_triplets
+from .miner import LOWER_CUTOFF, MINER_INPUTS, POSITIVE_SAMPLING, sample_triplets
 
 
 class MarginLoss(nn.Module):
@@ -16,7 +16,7 @@ class MarginLoss(nn.Module):
     """
 
     def __init__(self, num_classes: int, beta: float = 1.2, margin: float = 0.2,
-                 miner_input: str = "distance_matrix", positives: str = "one"):
+                 miner_input: str = "distance_matrix", positives: str = "one", cutoff: float = LOWER_CUTOFF):
         super().__init__()
         if miner_input not in MINER_INPUTS:
             raise ValueError(f"unknown miner input {miner_input!r}; choose one of {MINER_INPUTS}")
@@ -25,6 +25,7 @@ class MarginLoss(nn.Module):
         self.margin = margin
         self.miner_input = miner_input
         self.positives = positives
+        self.cutoff = cutoff
         self.beta = nn.Parameter(torch.full((num_classes,), float(beta)))
 
     def anchor_beta(self, labels: torch.Tensor) -> torch.Tensor:
@@ -38,7 +39,7 @@ class MarginLoss(nn.Module):
         y_hat = x_hat if y is None else F.normalize(y, dim=1)
         distances = torch.cdist(x_hat, y_hat).clamp_min(1e-8)
         positive, negative, valid = sample_triplets(distances.detach(), labels, self.miner_input, x.shape[1],
-                                                    self.positives, generator)
+                                                    self.positives, generator, self.cutoff)
         d_ap = distances.gather(1, positive)
         d_an = distances.gather(1, negative)
         beta = self.anchor_beta(labels)[:, None]

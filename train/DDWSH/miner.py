@@ -21,14 +21,15 @@ def profile_distances(matrix: torch.Tensor) -> torch.Tensor:
     return (squared[:, None] + squared[None, :] - 2 * gram).clamp_min(1e-4).sqrt()
 
 
-def inverse_sphere_weights(distances: torch.Tensor, positives: torch.Tensor, dim: int) -> torch.Tensor:
+def inverse_sphere_weights(distances: torch.Tensor, positives: torch.Tensor, dim: int,
+                           cutoff: float = LOWER_CUTOFF) -> torch.Tensor:
     """Sampling weights q (rows sum to 1 over non-positive columns, 0 on positives; all-0 rows without negatives).
 
-    log q_ij = (2 − dim) ln d_ij − (dim − 3)/2 · ln max(1 − d_ij²/4, 1e-8), d clamped at 0.5 below.
+    log q_ij = (2 − dim) ln d_ij − (dim − 3)/2 · ln max(1 − d_ij²/4, 1e-8), d clamped below at `cutoff` (0.5).
     The reference subtracts max(0, max over negatives) before exp; subtracting the negatives' max gives the
     same normalised q and cannot underflow to an all-zero row.
     """
-    d = distances.clamp_min(LOWER_CUTOFF)
+    d = distances.clamp_min(cutoff)
     log_q = (2.0 - dim) * d.log() - ((dim - 3.0) / 2.0) * (1.0 - d.square() / 4.0).clamp_min(1e-8).log()
     log_q = log_q.masked_fill(positives, float("-inf"))
     row_max = log_q.amax(dim=1, keepdim=True)
@@ -52,14 +53,15 @@ def mining_distances(distances: torch.Tensor, mode: str, embed_dim: int) -> tupl
 
 @torch.no_grad()
 def sample_triplets(distances: torch.Tensor, labels: torch.Tensor, mode: str = "distance_matrix",
-                    embed_dim: int | None = None, positives: str = "one", generator: torch.Generator | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    embed_dim: int | None = None, positives: str = "one", generator: torch.Generator | None = None,
+                    cutoff: float = LOWER_CUTOFF) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triplet columns for the anchor rows of the B×N distance matrix: (positive, negative, valid), each (B, P).
 
     `labels` (B, C) multi-hot; column j is positive for row i when they share a label. Row i can anchor when it
     has a positive other than column i and at least one negative. `positives="one"` (reference, P = 1): one
     uniform positive per anchor. `"all"` (Wu et al.'s scheme, P = N): every positive of the anchor, each with
-    its own distance-weighted negative; `valid` marks the real anchor-positive pairs.
+    its own distance-weighted negative; `valid` marks the real anchor-positive pairs. `cutoff`: the weights'
+    lower distance clamp (a larger one spreads the draws over more negatives).
     """
     size = distances.shape[0]
     shares = (labels @ labels.T) > 0
@@ -67,7 +69,7 @@ def sample_triplets(distances: torch.Tensor, labels: torch.Tensor, mode: str = "
     candidates = shares & ~eye
     anchor = candidates.any(dim=1) & (~shares).any(dim=1)
     source, dim = mining_distances(distances, mode, embed_dim if embed_dim is not None else distances.shape[1])
-    weights = torch.where(anchor[:, None], inverse_sphere_weights(source, shares, dim), 1.0)
+    weights = torch.where(anchor[:, None], inverse_sphere_weights(source, shares, dim, cutoff), 1.0)
     if positives == "one":
         positive_weights = torch.where(anchor[:, None], candidates.to(weights.dtype), 1.0)
         positive = torch.multinomial(positive_weights, 1, generator=generator)

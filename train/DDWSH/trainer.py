@@ -10,7 +10,7 @@ from train.config import BaseConfig
 from utils.config import option
 
 from .loss import MarginLoss
-from .miner import MINER_INPUTS, POSITIVE_SAMPLING
+from .miner import LOWER_CUTOFF, MINER_INPUTS, POSITIVE_SAMPLING
 
 
 @dataclass
@@ -30,6 +30,8 @@ class DDWSHConfig(BaseConfig):
     ddwsh_positives: str = option("one", "triplets per anchor: one (the reference: one random positive) or all (Wu et "
                                          "al.: every positive, each with its own sampled negative)",
                                   choices=POSITIVE_SAMPLING)
+    ddwsh_lower_cutoff: float = option(LOWER_CUTOFF, "lower clamp of the distances the sampling weights use "
+                                                     "(reference 0.5; larger = draws spread over more negatives)")
     head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
 
 
@@ -45,7 +47,8 @@ class Trainer(HashTrainer):
 
     def build_criterion(self) -> MarginLoss:
         cfg = self.cfg
-        return MarginLoss(self.num_classes, cfg.beta, cfg.margin, cfg.ddwsh_miner_input, cfg.ddwsh_positives)
+        return MarginLoss(self.num_classes, cfg.beta, cfg.margin, cfg.ddwsh_miner_input, cfg.ddwsh_positives,
+                          cfg.ddwsh_lower_cutoff)
 
     def param_groups(self) -> list[dict[str, Any]]:
         cfg = self.cfg

@@ -49,13 +49,14 @@ class DPSIHModel(nn.Module):
 
     Image tokens: the patch tokens before the projection (width 768 for ViT-B/32), after ln_post — applied a
     second time when `double_ln_post` (the reference's behaviour); a ResNet backbone gives its attention-pool
-    outputs instead. Text tokens: all positions after ln_final, before the projection; `mask_padding` keeps the
-    padding positions out of the text attention pooling (the reference pools over them).
+    outputs instead, layer-normalised (no affine) when `resnet_token_norm`, since a ResNet has no ln_post.
+    Text tokens: all positions after ln_final, before the projection; `mask_padding` keeps the padding
+    positions out of the text attention pooling (the reference pools over them).
     """
 
     def __init__(self, backbone: CLIPBackbone, bits: int, embeds: int, head_dropout: float = 0.2,
                  dropout: float = 0.0, double_ln_post: bool = True, mask_padding: bool = False,
-                 head_init: str = "kaiming"):
+                 head_init: str = "kaiming", resnet_token_norm: bool = True):
         super().__init__()
         self.backbone = backbone
         dim = backbone.embed_dim
@@ -64,11 +65,14 @@ class DPSIHModel(nn.Module):
         self.image_dsie = DSIE(embeds, backbone.image_token_width, bits, dropout)
         self.text_dsie = DSIE(embeds, backbone.text_width, bits, dropout)
         self.double_ln_post = double_ln_post and backbone.is_vit
+        self.resnet_token_norm = resnet_token_norm and not backbone.is_vit
         self.mask_padding = mask_padding
 
     def image_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.backbone.encode_image_tokens(images, project=False)
         tokens = self.backbone.clip.visual.ln_post(out.tokens) if self.double_ln_post else out.tokens
+        if self.resnet_token_norm:
+            tokens = F.layer_norm(tokens, tokens.shape[-1:])
         return out.pooled, tokens
 
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -238,3 +238,15 @@ def test_head_init_choice():
     assert (kaiming.image_head.fc.bias == 0).all() and kaiming.image_head.fc.weight.abs().max() > 1 / math.sqrt(12)
     assert default.text_head.fc.weight.abs().max() <= 1 / math.sqrt(12)
     assert DPSIHConfig.defaults_for("demo")["head_init"] == "default" and DPSIHConfig().head_init == "kaiming"
+
+
+def test_resnet_tokens_are_layer_normalised():
+    backbone = ViTStandIn()
+    backbone.is_vit = False
+    model = DPSIHModel(backbone, bits=6, embeds=2)
+    images = torch.randn(2, 7, 3) * 30
+    tokens = model.image_features(images)[1]
+    assert torch.allclose(tokens.mean(-1), torch.zeros(2, 7), atol=1e-5)
+    assert torch.allclose(tokens.var(-1, unbiased=False), torch.ones(2, 7), atol=1e-3)
+    raw = DPSIHModel(backbone, bits=6, embeds=2, resnet_token_norm=False)
+    assert torch.equal(raw.image_features(images)[1], backbone.encode_image_tokens(images).tokens)

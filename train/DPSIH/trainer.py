@@ -35,6 +35,8 @@ class DPSIHConfig(BaseConfig):
                                        "or default (PyTorch's Linear init)", choices=("kaiming", "default"))
     grad_clip: float = option(2.0, "global gradient-norm clip over the model before each step (<= 0: off)")
     double_ln_post: bool = option(True, "apply ln_post a second time to the ViT patch tokens (the reference)")
+    resnet_token_norm: bool = option(True, "layer-normalise the image tokens of a ResNet backbone (e.g. the tiny "
+                                           "demo one), which has no ln_post; no effect on a ViT")
     mask_padding: bool = option(False, "keep text padding positions out of the attention pooling (the reference "
                                        "pools over them)")
 
@@ -51,7 +53,8 @@ class Trainer(HashTrainer):
     def build_model(self) -> DPSIHModel:
         cfg = self.cfg
         return DPSIHModel(self.backbone, cfg.output_dim, cfg.num_embeds, cfg.head_dropout, cfg.dropout,
-                          cfg.double_ln_post, cfg.mask_padding, cfg.head_init)
+                          cfg.double_ln_post, cfg.mask_padding, cfg.head_init,
+                          cfg.resnet_token_norm)
 
     def training_step(self, batch):
         cfg = self.cfg

@@ -20,6 +20,7 @@ class DUaPHConfig(BaseConfig):
     output_dim: int = option(32, "hash code length in bits", aliases=("--bits",))
     mls_mode: str = option("reference", "uncertainty term: reference (the code's 4th-power, broadcast form) or pfe "
                                         "(PFE mutual-likelihood score of each image-text pair)", choices=MLS_MODES)
+    mls_weight: float = option(1.0, "weight of the uncertainty term (reference: 1)")
     head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
 
 
@@ -49,4 +50,4 @@ class Trainer(HashTrainer):
             mu_i, var_i = self.model.uncertainty_image(image)
             mu_t, var_t = self.model.uncertainty_text(text)
             unc = uncertainty_loss(mu_i, var_i, mu_t, var_t, self.cfg.mls_mode)
-        return {"loss": ms + unc, "ms": ms, "uncertainty": unc}
+        return {"loss": ms + self.cfg.mls_weight * unc, "ms": ms, "uncertainty": unc}

@@ -33,6 +33,8 @@ def sylvester_hadamard(n: int) -> torch.Tensor:
 
 def long_centers(num_classes: int, bits: int, generator: torch.Generator) -> torch.Tensor:
     """(C, L) ±1: C distinct rows of H_L other than the all-ones row, in random order."""
+    if bits < 2 or bits & (bits - 1):
+        raise UserError(f"TwDH --long-dim must be a power of two, not {bits}")
     if num_classes > bits - 1:
         raise UserError(f"TwDH needs --long-dim > {num_classes} (one Hadamard row per class besides the "
                         f"all-ones row); got {bits}")

@@ -1,4 +1,6 @@
 """TwDH spec fixtures (section 10), asset construction and code properties."""
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from model.heads import pair_codes
 from train.TwDH.centers import (analytic_transform, find_asset, long_centers, read_matrix, short_centers,
                                 sylvester_hadamard)
 from train.TwDH.loss import TwDHLoss, bce, center_targets, onehot, pair_softmax, quantization
-from train.TwDH.trainer import TwDHConfig
+from train.TwDH.trainer import Trainer, TwDHConfig
 from utils.errors import UserError
 
 
@@ -189,3 +191,33 @@ def test_config_defaults():
     assert (cfg.map_k, cfg.long_dim, cfg.short_bits, cfg.quan_alpha, cfg.low_rate) == (5000, 512, "16,32,64", .5, 0)
     assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.clip_lr) == (128, 100, 1e-3, 1e-5)
     assert cfg.train_transform == "flip_random_crop"
+
+
+def test_trainer_reads_reference_layout_and_generates_otherwise(tmp_path):
+    generator = torch.Generator().manual_seed(7)
+    long, short = long_centers(5, 16, generator), short_centers(5, 4, generator)
+    (tmp_path / "long").mkdir()
+    (tmp_path / "short").mkdir()
+    (tmp_path / "trans" / "16").mkdir(parents=True)
+    torch.save(long.long(), tmp_path / "long" / "16.pkl")
+    np.save(tmp_path / "short" / "4.npy", short.numpy())
+    learned = torch.randn(32, 8)
+    torch.save(learned, tmp_path / "trans" / "16" / "4.pkl")
+
+    def fake(**options):
+        cfg = TwDHConfig(long_dim=16, short_bits="4", output_dim=4, **options)
+        return SimpleNamespace(cfg=cfg, num_classes=5, short_lengths=(4,))
+
+    trainer = fake(center_dir=str(tmp_path), transform_dir=str(tmp_path / "trans"))
+    loaded_long, loaded_short = Trainer.class_centers(trainer)
+    assert torch.equal(loaded_long, long) and torch.equal(loaded_short[4], short)
+    assert torch.equal(Trainer.transforms(trainer, loaded_long, loaded_short)[4], learned)
+    analytic = Trainer.transforms(fake(center_dir=str(tmp_path)), loaded_long, loaded_short)[4]
+    assert torch.equal(analytic, analytic_transform(long, short))
+    generated = Trainer.class_centers(fake(center_seed=3))
+    assert torch.equal(generated[0], Trainer.class_centers(fake(center_seed=3))[0])
+    assert not torch.equal(generated[0], Trainer.class_centers(fake(center_seed=4))[0])
+    with pytest.raises(UserError, match="--center-dir"):
+        Trainer.transforms(fake(transform_dir=str(tmp_path / "trans")), long, {4: short})
+    with pytest.raises(UserError, match="power of two"):
+        long_centers(5, 24, generator)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -46,7 +47,7 @@ class Trainer(HashTrainer):
     name = "TwDH"
     paper = "Two-Step Discrete Hashing for Cross-Modal Retrieval (IEEE TMM 2024)"
 
-    @property
+    @cached_property
     def short_lengths(self) -> tuple[int, ...]:
         try:
             lengths = tuple(sorted({int(s) for s in self.cfg.short_bits.split(",") if s.strip()}))
