@@ -1,4 +1,5 @@
-"""torchrun with two gloo processes on the CPU: exact codes files, both runs learn; synchronised BatchNorm."""
+"""torchrun with two gloo processes on the CPU: the gradients and the results of one process with the same global
+batch, exact codes files; synchronised BatchNorm."""
 import json
 import os
 import subprocess
@@ -19,20 +20,44 @@ def demo(tmp_path_factory):
     return generate_demo(tmp_path_factory.mktemp("ddp") / "data", num_items=ITEMS, progress=False)
 
 
-def run(prefix: list[str], data: Path, save_dir: Path) -> subprocess.CompletedProcess:
-    flags = ["--method", "DSPH", "--data-dir", str(data), "--query-num", str(QUERY), "--train-num", str(TRAIN),
-             "--batch-size", "32", "--epochs", "8", "--eval-every", "4", "--device", "cpu", "--num-workers", "0",
-             "--no-progress", "--save-dir", str(save_dir)]
+SINGLE = [sys.executable]
+TWO_PROCESSES = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+
+
+def data_flags(data: Path) -> list[str]:
+    return ["--method", "DSPH", "--data-dir", str(data), "--query-num", str(QUERY), "--train-num", str(TRAIN),
+            "--batch-size", "32", "--device", "cpu", "--num-workers", "0", "--no-progress"]
+
+
+def launch(prefix: list[str], script: str, args: list[str]) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*prefix, str(ROOT / "main.py"), *flags], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([*prefix, str(ROOT / script), *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env=env)
 
 
-def test_two_gloo_processes_write_exact_codes_and_learn(demo, tmp_path):
-    single = run([sys.executable], demo, tmp_path / "single")
+def run(prefix: list[str], data: Path, save_dir: Path) -> subprocess.CompletedProcess:
+    flags = [*data_flags(data), "--epochs", "8", "--eval-every", "4", "--save-dir", str(save_dir)]
+    return launch(prefix, "main.py", flags)
+
+
+def test_two_processes_give_the_gradients_of_one_process_with_the_global_batch(demo, tmp_path):
+    """Same global batch (the sampler), BatchNorm over it (synchronised), the loss over it (global_batch)."""
+    import torch
+
+    flags = [*data_flags(demo), "--head-dropout", "0", "--train-transform", "resize_crop"]  # no random draws
+    for prefix, name in ((SINGLE, "one.pt"), (TWO_PROCESSES, "two.pt")):
+        done = launch(prefix, "tests/ddp_grad_probe.py", [str(tmp_path / name), *flags])
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
+    assert one.keys() == two.keys() and "criterion.proxies" in one
+    for name, grad in one.items():
+        assert (grad - two[name]).norm() <= 1e-3 * grad.norm() + 1e-6, name
+
+
+def test_two_gloo_processes_write_exact_codes_and_match_one_process(demo, tmp_path):
+    single = run(SINGLE, demo, tmp_path / "single")
     assert single.returncode == 0, single.stderr[-2000:]
-    ddp = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], demo,
-              tmp_path / "ddp")
+    ddp = run(TWO_PROCESSES, demo, tmp_path / "ddp")
     assert ddp.returncode == 0, ddp.stderr[-2000:]
 
     one, two = (sio.loadmat(tmp_path / name / "codes.mat") for name in ("single", "ddp"))
@@ -41,9 +66,11 @@ def test_two_gloo_processes_write_exact_codes_and_learn(demo, tmp_path):
     assert (two["q_l"] == one["q_l"]).all() and (two["r_l"] == one["r_l"]).all()  # same items in the same order
 
     a, b = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("single", "ddp"))
-    for direction in ("i2t", "t2i"):  # both learned; issue 8 asks for |ddp - single| <= 0.02, not reached yet:
-        # measured 0.39/0.43 (two processes) vs 0.50/0.54 (one), BatchNorm synchronised (docs/performance.md)
-        assert a["best"][direction] > a["chance_mAP"] + 0.1 and b["best"][direction] > b["chance_mAP"] + 0.05
+    for direction in ("i2t", "t2i"):  # measured 0.498 / 0.538 (one process) vs 0.515 / 0.550 (two); the runs
+        # differ only in float rounding and the random streams of dropout and the flips (seeded per rank): one
+        # process with 2 threads instead of 1 already moves the result by up to 0.015 (docs/performance.md)
+        assert a["best"][direction] > a["chance_mAP"] + 0.1
+        assert abs(a["best"][direction] - b["best"][direction]) <= 0.02, (direction, a["best"], b["best"])
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == sorted(p.name for p in (tmp_path / "single").iterdir())
 
 

@@ -15,6 +15,10 @@ and overrides only what differs (docs/architecture.md lists the hooks):
     selection_score(results)  which evaluation is "best"
     extra_state()/load_extra_state()  state that is neither a module nor an optimizer
 
+and may call `global_batch(*tensors)` in `training_step`: under torchrun it gathers the outputs and labels
+of the whole global batch (differentiably), so a loss over pairs or triplets of the batch is the loss of
+one process; without torchrun it returns its arguments.
+
 The base owns data loading, the training loop, evaluation on the query/database split, the best
 and last checkpoints, --resume, --test, logging and the run folder's files.
 """
@@ -34,9 +38,10 @@ import numpy as np
 import scipy.io as sio
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from dataset.batch_sampler import GlobalBatchSampler
 from dataset.builder import DataBundle, build_datasets, load_table, resolve_split_sizes
 from dataset.catalog import resolve_dataset
 from dataset.image_cache import attach_image_cache
@@ -157,6 +162,14 @@ class HashTrainer:
         """Forward and loss of one batch: `{"loss": scalar tensor, **other values to log}`."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_step")
 
+    def global_batch(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """This step's rows of every process, in rank order (differentiable; the identity in one process).
+
+        Call it on the model outputs and labels before an in-batch loss: the gradients then equal those
+        of one process holding the whole --batch-size (tests/test_distributed.py).
+        """
+        return self.dist.gather_batch(*tensors)
+
     def before_optimizer_step(self) -> None:
         """Called after backward, before the optimizers step (gradients are unscaled)."""
 
@@ -200,14 +213,15 @@ class HashTrainer:
 
     # ================================================================= data loading
     def _train_loader(self) -> DataLoader:
-        sampler = (DistributedSampler(self.data.train, shuffle=True, seed=self.split_sizes.seed)
-                   if self.dist.enabled else None)
-        batch = self.cfg.batch_size // self.dist.world_size if self.dist.enabled else self.cfg.batch_size
-        if batch < 1:
+        """Shuffled global batches of --batch-size; under torchrun each process loads its share of every one."""
+        if self.cfg.batch_size < self.dist.world_size:
             raise UserError(f"--batch-size {self.cfg.batch_size} is smaller than the {self.dist.world_size} processes")
-        return DataLoader(self.data.train, batch_size=batch, shuffle=sampler is None, sampler=sampler,
-                          pin_memory=self.device.type == "cuda", persistent_workers=self.num_workers > 0,
-                          drop_last=False, generator=torch.Generator(), **self._worker_options())
+        sampler = GlobalBatchSampler(len(self.data.train), self.cfg.batch_size, self.dist.rank, self.dist.world_size,
+                                     seed=self.split_sizes.seed)
+        # the generator (re-seeded every epoch like the sampler) gives the workers' seeds
+        return DataLoader(self.data.train, batch_sampler=sampler, pin_memory=self.device.type == "cuda",
+                          persistent_workers=self.num_workers > 0, generator=torch.Generator(),
+                          **self._worker_options())
 
     def eval_loader(self, dataset) -> tuple[DataLoader, np.ndarray]:
         """Sequential loader over this process's share of `dataset` (all of it without torchrun), and the rows."""
@@ -271,8 +285,7 @@ class HashTrainer:
         if isinstance(self.criterion, nn.Module):
             self.criterion.train()
         loader = self.train_loader
-        if isinstance(loader.sampler, DistributedSampler):
-            loader.sampler.set_epoch(epoch)
+        loader.batch_sampler.set_epoch(epoch)
         loader.generator.manual_seed(self.split_sizes.seed * 1000 + epoch)
         sums: dict[str, torch.Tensor] = {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,

@@ -35,17 +35,33 @@ class DistContext:
 
     def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's rows in rank order, without the padding a plain all_gather would keep."""
+        return self.gather_batch(rows)[0]
+
+    def gather_batch(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Every rank's rows of each tensor, concatenated in rank order: this step's whole global batch.
+
+        Differentiable: a loss computed on the gathered rows by every rank gives, after DDP averages the
+        gradients, exactly the gradient of that loss in one process holding the global batch (the backward
+        of the gather sums each rank's gradients for the rows it owns). The identity in a single process.
+        """
         if not self.enabled:
-            return rows
-        size = torch.tensor([rows.shape[0]], device=rows.device)
+            return tensors
+        size = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
         sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
         dist.all_gather(sizes, size)
-        longest = int(max(s.item() for s in sizes))
-        padded = torch.zeros((longest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-        padded[: rows.shape[0]] = rows
-        parts = [torch.zeros_like(padded) for _ in range(self.world_size)]
-        dist.all_gather(parts, padded)
-        return torch.cat([part[: int(s.item())] for part, s in zip(parts, sizes)])
+        counts = [int(s.item()) for s in sizes]
+        longest = max(counts)
+        gathered = []
+        for tensor in tensors:
+            padded = torch.cat([tensor, tensor.new_zeros((longest - tensor.shape[0], *tensor.shape[1:]))])
+            parts = dist_nn.all_gather(padded) if tensor.requires_grad else self._all_gather_plain(padded)
+            gathered.append(torch.cat([part[:count] for part, count in zip(parts, counts)]))
+        return tuple(gathered)
+
+    def _all_gather_plain(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(parts, tensor.contiguous())
+        return parts
 
     def barrier(self) -> None:
         if self.enabled:

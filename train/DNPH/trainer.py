@@ -29,6 +29,9 @@ class DNPHConfig(BaseConfig):
                                        "kalenforn) or default (PyTorch; OUR-DNPH)", choices=("kaiming", "default"))
     head_dropout: float = option(0.2, "dropout on the pre-activation of the hash heads")
 
+    # the tiny demo backbone saturates tanh under the kaiming head init and needs more epochs (README)
+    dataset_defaults = {"demo": dict(head_init="default", epochs=25)}
+
 
 class Trainer(HashTrainer):
     Config = DNPHConfig
