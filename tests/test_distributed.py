@@ -88,7 +88,7 @@ def test_gloo_sync_batchnorm_equals_batchnorm_in_one_process(tmp_path):
         plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
         synced = sync_batchnorm(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), torch.device("cpu"))
         synced.load_state_dict(plain.state_dict())
-        assert type(synced[1]).__name__ == "_GlooSyncBatchNorm2d"
+        assert type(synced[1]).__name__ == "_GlooSyncBatchNorm"
         x = torch.randn(5, 3, 7, 7)
         for model in (plain, synced):
             model(x).square().sum().backward()

@@ -68,26 +68,40 @@ class DistContext:
             dist.barrier()
 
 
-class _GlooSyncBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the whole global batch, for CPU process groups (PyTorch's
-    SyncBatchNorm is GPU-only). The sums travel through a differentiable all_reduce, so gradients match one
-    process holding the whole batch."""
+class _GlooSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm (1d, 2d or 3d) whose training statistics cover the whole global batch, for CPU process groups
+    (PyTorch's SyncBatchNorm is GPU-only). The sums travel through a differentiable all_reduce, so gradients
+    match one process holding the whole batch."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (got {x.dim()}-D)")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        stats = dist_nn.all_reduce(torch.stack([x.sum(dim=(0, 2, 3)), x.square().sum(dim=(0, 2, 3))]))
+        dims = [d for d in range(x.dim()) if d != 1]
+        stats = dist_nn.all_reduce(torch.stack([x.sum(dim=dims), x.square().sum(dim=dims)]))
         count = torch.tensor([x.numel() / x.shape[1]], dtype=x.dtype)
         dist.all_reduce(count)
         n = count.item()
         mean = stats[0] / n
         var = (stats[1] / n - mean.square()).clamp(min=0)
-        with torch.no_grad():
-            self.num_batches_tracked += 1
-            self.running_mean.lerp_(mean.detach(), self.momentum)
-            self.running_var.lerp_(var.detach() * n / max(n - 1, 1), self.momentum)
-        scale = self.weight / torch.sqrt(var + self.eps)
-        return x * scale[None, :, None, None] + (self.bias - mean * scale)[None, :, None, None]
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = self.momentum if self.momentum is not None else 1 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), momentum)
+                self.running_var.lerp_(var.detach() * n / max(n - 1, 1), momentum)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        scale = torch.rsqrt(var + self.eps)
+        shift = -mean * scale
+        if self.affine:
+            scale, shift = scale * self.weight, shift * self.weight + self.bias
+        return x * scale.view(shape) + shift.view(shape)
+
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
@@ -95,9 +109,9 @@ def sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     for name, child in module.named_children():
-        if type(child) is nn.BatchNorm2d:
-            synced = _GlooSyncBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                          child.track_running_stats)
+        if type(child) in _BATCHNORMS:
+            synced = _GlooSyncBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
+                                        child.track_running_stats)
             # the same parameter and buffer objects: optimizers built before the conversion keep working
             synced.weight, synced.bias = child.weight, child.bias
             for key in ("running_mean", "running_var", "num_batches_tracked"):

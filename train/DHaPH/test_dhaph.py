@@ -211,7 +211,7 @@ def _stub_trainer(hp_detach: bool):
     heads = torch.nn.ModuleList([torch.nn.Linear(6, 8), torch.nn.Linear(6, 8)])
     model = lambda img, txt: (torch.tanh(heads[0](img)), torch.tanh(heads[1](txt)))  # noqa: E731
     criterion = HierarchyProxyLoss(8, cfg.num_proxies, cfg.margin, cfg.topk)
-    stub = SimpleNamespace(cfg=cfg, model=model, criterion=criterion, delta=0.5)
+    stub = SimpleNamespace(cfg=cfg, model=model, criterion=criterion, delta=0.5, global_batch=lambda *rows: rows)
     batch = {"image": torch.randn(12, 6), "text": torch.randn(12, 6), "label": torch.eye(3)[torch.arange(12) % 3]}
     return stub, heads, batch
 

@@ -71,8 +71,8 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         cfg = self.cfg
-        image, text = self.model(batch["image"], batch["text"])
-        similar = label_similarity(batch["label"])
+        image, text, labels = self.global_batch(*self.model(batch["image"], batch["text"]), batch["label"])
+        similar = label_similarity(labels)
         out = {"ms_ii": self_paced_loss(image, image, similar, self.delta, cfg.tau),
                "ms_tt": self_paced_loss(text, text, similar, self.delta, cfg.tau),
                "ms_it": self_paced_loss(image, text, similar, self.delta, cfg.tau)}

@@ -46,4 +46,4 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
-        return self.criterion(image, text, batch["label"])
+        return self.criterion(*self.global_batch(image, text, batch["label"]))

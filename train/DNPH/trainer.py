@@ -57,6 +57,7 @@ class Trainer(HashTrainer):
         return []
 
     def training_step(self, batch):
-        return self.criterion(*self.model.codes_and_logits(batch["image"], batch["text"]), batch["label"])
+        outputs = self.model.codes_and_logits(batch["image"], batch["text"])
+        return self.criterion(*self.global_batch(*outputs, batch["label"]))
 
     # encode(): the base's sign of the eval-mode code outputs; the logits and proxies are not used

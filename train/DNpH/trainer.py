@@ -38,6 +38,6 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
-        return qsmi_loss(image, text, batch["label"], self.cfg.eps)
+        return qsmi_loss(*self.global_batch(image, text, batch["label"]), self.cfg.eps)
 
     # encode(): the base's sign of the eval-mode head outputs (= sign of the pre-tanh linear output)

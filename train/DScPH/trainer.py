@@ -78,4 +78,4 @@ class Trainer(HashTrainer):
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
         first_batch = self.global_step % self.steps_per_epoch == 0
-        return self.criterion(image, text, batch["label"], estimate_margins=first_batch)
+        return self.criterion(*self.global_batch(image, text, batch["label"]), estimate_margins=first_batch)
