@@ -2,11 +2,14 @@
 
     python bench/train_speed.py [--method DSPH] [--batch-size 128] [--precision fp32,bf16] [--steps 30]
                                 [--backbone ViT-B-32-random] [--num-workers N] [--dataset demo --data-dir DIR]
+                                [--profile]
 
 The model step (forward, loss, backward, every optimizer step) runs on one batch held on the device, so it
 measures the model alone; the data loader is timed on its own over the training set with the run's workers.
 The default backbone is the real ViT-B/32 architecture with random weights (nothing to download). Prints one
-line per precision: steps/s, images/s of the model step, images/s of the loader, peak memory.
+line per precision: steps/s, images/s of the model step, images/s of the loader, peak memory. `--profile` then
+prints, per precision, the operators that took the most device time over 3 more steps (torch.profiler), to see
+where a slow precision loses its time.
 """
 from __future__ import annotations
 
@@ -64,6 +67,21 @@ def time_model_step(trainer, steps: int, warmup: int) -> tuple[float, float]:
     return seconds, peak
 
 
+def profile_model_step(trainer, steps: int = 3, rows: int = 15) -> str:
+    """Table of the operators with the most self time (device time on a GPU) over `steps` model steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    batch = trainer.to_device(next(iter(trainer.train_loader)))
+    cuda = trainer.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            trainer.optimization_step(batch)
+        sync(trainer.device)
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows)
+
+
 def time_loader(trainer, batches: int) -> float:
     """Images per second delivered by the training loader (first batch excluded: worker start-up)."""
     loader = iter(trainer.train_loader)
@@ -91,12 +109,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--image-cache", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--profile", action="store_true", help="also print the costliest operators per precision")
     args = parser.parse_args(argv)
 
     rows = []
     for precision in args.precision.split(","):
         trainer = build_trainer(args, precision)
         seconds, peak = time_model_step(trainer, args.steps, args.warmup)
+        if args.profile:
+            print(f"--- {precision}: operators with the most self time over 3 steps")
+            print(profile_model_step(trainer))
         loader_rate = time_loader(trainer, args.loader_batches)
         rows.append((precision, 1 / seconds, args.batch_size / seconds, loader_rate, peak))
         device = str(trainer.device) + (f" ({torch.cuda.get_device_name(trainer.device)})"
