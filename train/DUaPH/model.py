@@ -34,9 +34,9 @@ class UncertaintyModule(nn.Module):
 class DUaPHModel(DualHashModel):
     """`forward(images, texts)` -> tanh codes (image, text); `uncertainty_*` give (μ, σ²) of a code batch."""
 
-    def __init__(self, backbone: CLIPBackbone, bits: int, dropout: float = 0.2):
+    def __init__(self, backbone: CLIPBackbone, bits: int, dropout: float = 0.2, head_init: str = "kaiming"):
         dim = backbone.embed_dim
-        super().__init__(backbone, LinearTanhHead(dim, bits, dropout, init="kaiming"),
-                         LinearTanhHead(dim, bits, dropout, init="kaiming"))
+        super().__init__(backbone, LinearTanhHead(dim, bits, dropout, init=head_init),
+                         LinearTanhHead(dim, bits, dropout, init=head_init))
         self.uncertainty_image = UncertaintyModule(bits)
         self.uncertainty_text = UncertaintyModule(bits)

@@ -173,3 +173,31 @@ def test_optimizer_groups_and_schedule(model):
     assert schedule_factor(99, 1000, 0.1) == pytest.approx(0.99)
     assert schedule_factor(100, 1000, 0.1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))
     assert schedule_factor(1000, 1000, 0.1) == pytest.approx(0.0, abs=1e-12)
+
+
+def _step(model, **options):
+    cfg = DUaPHConfig(**options)
+    torch.manual_seed(1)
+    labels = (torch.rand(8, 4) < 0.4).float()
+    batch = {"image": torch.randn(8, 3, 64, 64), "text": torch.randint(1, 400, (8, 16)), "label": labels}
+    model.zero_grad()
+    out = Trainer.training_step(SimpleNamespace(model=model, cfg=cfg), batch)
+    out["loss"].backward()
+    return out
+
+
+def test_threshold_option_and_weight_zero_turns_the_uncertainty_term_off(model):
+    model.train()
+    full = _step(model)
+    assert full["loss"].item() == pytest.approx(full["ms"].item() + full["uncertainty"].item(), rel=1e-5)
+    assert model.uncertainty_image.fc_mu.weight.grad.abs().sum() > 0
+    off = _step(model, mls_weight=0.0, ms_threshold=0.5)
+    assert off["loss"].item() == off["ms"].item() != full["ms"].item()  # λ changed the MS term
+    assert all(p.grad is None or not p.grad.any() for p in model.uncertainty_image.parameters())
+    model.eval()
+
+
+def test_demo_defaults():
+    demo = DUaPHConfig.defaults_for("demo")
+    assert (demo["head_init"], demo["ms_threshold"], demo["mls_weight"], demo["epochs"]) == ("default", 0.5, 0.0, 25)
+    assert DUaPHConfig.defaults_for("coco").get("mls_weight", 1.0) == 1.0

@@ -21,7 +21,14 @@ class DUaPHConfig(BaseConfig):
     mls_mode: str = option("reference", "uncertainty term: reference (the code's 4th-power, broadcast form) or pfe "
                                         "(PFE mutual-likelihood score of each image-text pair)", choices=MLS_MODES)
     mls_weight: float = option(1.0, "weight of the uncertainty term (reference: 1)")
+    ms_threshold: float = option(0.1, "similarity threshold λ of the multi-similarity loss (reference 0.1; the "
+                                      "MS paper's code and DMsH-LN use 0.5)")
     head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
+    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; the reference) or "
+                                       "default (PyTorch's Linear init)", choices=("kaiming", "default"))
+
+    # the from-scratch demo model learns only without the uncertainty term and with MS's usual threshold (README)
+    dataset_defaults = {"demo": dict(head_init="default", ms_threshold=0.5, mls_weight=0.0, epochs=25)}
 
 
 class Trainer(HashTrainer):
@@ -30,7 +37,7 @@ class Trainer(HashTrainer):
     paper = "Deep Uncertainty-aware Probabilistic Hashing for Cross-modal Retrieval (ACM TOMM 2026)"
 
     def build_model(self) -> DUaPHModel:
-        return DUaPHModel(self.backbone, self.cfg.output_dim, self.cfg.head_dropout)
+        return DUaPHModel(self.backbone, self.cfg.output_dim, self.cfg.head_dropout, self.cfg.head_init)
 
     def param_groups(self) -> list[dict[str, Any]]:
         """One group per part, as the reference: the backbone at clip_lr, heads and uncertainty modules at lr."""
@@ -42,12 +49,14 @@ class Trainer(HashTrainer):
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
         labels = batch["label"]
-        ms = (multi_similarity_loss(image, image, labels) + multi_similarity_loss(text, text, labels)
-              + multi_similarity_loss(image, text, labels) + multi_similarity_loss(text, image, labels))
+        lam = self.cfg.ms_threshold
+        ms = sum(multi_similarity_loss(a, b, labels, lam=lam)
+                 for a, b in ((image, image), (text, text), (image, text), (text, image)))
         if image.shape[0] < 2:  # batch norm cannot standardise one sample (the reference would crash)
             unc = ms.new_zeros(())
         else:
             mu_i, var_i = self.model.uncertainty_image(image)
             mu_t, var_t = self.model.uncertainty_text(text)
             unc = uncertainty_loss(mu_i, var_i, mu_t, var_t, self.cfg.mls_mode)
-        return {"loss": ms + self.cfg.mls_weight * unc, "ms": ms, "uncertainty": unc}
+        loss = ms + self.cfg.mls_weight * unc if self.cfg.mls_weight else ms  # weight 0: no 0·inf
+        return {"loss": loss, "ms": ms, "uncertainty": unc.detach()}
