@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 
 from dataset.transforms import TRAIN_TRANSFORMS
-from model.heads import DualHashModel
+from model.heads import AttentionPairHead, DualHashModel
 from train.base import HashTrainer
 from train.config import BaseConfig
-from train.DCHMT.heads import AttentionPairHead
 from utils.config import option
 from utils.errors import UserError
 
