@@ -4,8 +4,7 @@ import math
 import pytest
 import torch
 
-from model.heads import PairSoftmaxHead, pair_codes
-from train.DCHMT.heads import AttentionPairHead
+from model.heads import AttentionPairHead, PairSoftmaxHead, pair_codes
 from train.DCHMT.loss import label_similarity, quantization_loss, similarity_loss
 
 
@@ -119,3 +118,36 @@ def test_original_head_init_bounds():
     assert head.pairs.weight.abs().max().item() > 1.5
     assert head.fc.weight.abs().max().item() <= math.sqrt(2) * math.sqrt(3 / 128) + 1e-6
     assert torch.all(head.pairs.bias == 0)
+
+
+def test_head_init_default_resets_to_pytorch_init_and_unsaturates_pairs():
+    from types import SimpleNamespace
+
+    from train.DCHMT import Trainer
+
+    torch.manual_seed(0)
+    heads = PairSoftmaxHead(128, 64, hidden=128), AttentionPairHead(128, 64, "layer", heads=2)
+    fake = SimpleNamespace(cfg=SimpleNamespace(head_init="kaiming"))
+    assert Trainer._init_heads(fake, *heads) == heads
+    assert heads[0].pairs.weight.abs().max().item() > 1.5 and torch.all(heads[0].pairs.bias == 0)  # untouched
+    fake.cfg.head_init = "default"
+    Trainer._init_heads(fake, *heads)
+    for head in heads:
+        bound = 1 / math.sqrt(head.pairs.in_features)  # nn.Linear's default weight/bias bound
+        assert head.pairs.weight.abs().max().item() <= bound + 1e-6 and head.pairs.bias.abs().max().item() > 0
+    x = torch.randn(32, 128)
+    assert heads[0](x).max(-1).values.mean().item() < 0.7  # pairs start near (0.5, 0.5)
+
+
+def test_config_defaults_reference_and_demo():
+    from dataclasses import fields
+
+    from train.DCHMT import Trainer
+
+    def resolved(dataset):
+        return {f.name: f.default for f in fields(Trainer.Config)} | Trainer.Config.defaults_for(dataset)
+
+    coco, flickr, demo = resolved("coco"), resolved("flickr25k"), resolved("demo")
+    assert (coco["head_init"], coco["vartheta"], coco["lr"], coco["batch_size"]) == ("kaiming", 0.75, 1e-4, 256)
+    assert (flickr["head_init"], flickr["vartheta"], flickr["epochs"]) == ("kaiming", 0.5, 100)
+    assert demo["head_init"] == "default" and demo["backbone"] == "tiny"

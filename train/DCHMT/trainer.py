@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.heads import DualHashModel, PairSoftmaxHead, pair_codes
+from torch import nn
+
+from model.heads import AttentionPairHead, DualHashModel, PairSoftmaxHead, pair_codes
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
 
-from .heads import AttentionPairHead
 from .loss import label_similarity, quantization_loss, similarity_loss
 
 
@@ -23,9 +24,15 @@ class DCHMTConfig(BaseConfig):
                                    "(attention + norm + Linear(512, 2K))", choices=("original", "kalenforn"))
     hidden_dim: int = option(128, "hidden width of the original head")
     quan_alpha: float = option(0.0, "weight of kalenforn's pair quantization term (kalenforn: 0.001)")
+    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; the reference) or default "
+                                       "(PyTorch's Linear init: unsaturated pairs on a from-scratch backbone)",
+                            choices=("kaiming", "default"))
 
-    # the original README's COCO command (the paper setting)
-    dataset_defaults = {"coco": dict(vartheta=0.75, lr=1e-4, batch_size=256)}
+    # coco: the original README's COCO command (the paper setting). demo (from-scratch tiny backbone, README Demo):
+    # the kaiming(fan_out) pair init starts saturated and almost constant; the ϑ = 0.5 margin (32 of 64 bits
+    # between every pair without a shared label) dominates the multi-label demo and learns slowly.
+    dataset_defaults = {"coco": dict(vartheta=0.75, lr=1e-4, batch_size=256),
+                        "demo": dict(head_init="default", vartheta=0.125, epochs=25)}
 
 
 class Trainer(HashTrainer):
@@ -36,10 +43,20 @@ class Trainer(HashTrainer):
     def build_model(self) -> DualHashModel:
         dim, bits = self.backbone.embed_dim, self.cfg.output_dim
         if self.cfg.head == "kalenforn":
-            return DualHashModel(self.backbone, AttentionPairHead(dim, bits, "batch"),
-                                 AttentionPairHead(dim, bits, "layer"))
+            return DualHashModel(self.backbone, *self._init_heads(AttentionPairHead(dim, bits, "batch"),
+                                                                  AttentionPairHead(dim, bits, "layer")))
         hidden = self.cfg.hidden_dim
-        return DualHashModel(self.backbone, PairSoftmaxHead(dim, bits, hidden), PairSoftmaxHead(dim, bits, hidden))
+        return DualHashModel(self.backbone, *self._init_heads(PairSoftmaxHead(dim, bits, hidden),
+                                                              PairSoftmaxHead(dim, bits, hidden)))
+
+    def _init_heads(self, *heads):
+        """`head_init="default"` resets the heads' Linear layers to PyTorch's init (the reference uses kaiming)."""
+        if self.cfg.head_init == "default":
+            for head in heads:
+                for layer in head.modules():
+                    if isinstance(layer, nn.Linear):
+                        layer.reset_parameters()
+        return heads
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
