@@ -122,6 +122,55 @@ def test_empty_triplet_set_keeps_state():
     assert set(dict(term.named_buffers())) == {"epsilon", "beta"}
 
 
+def test_fixed_margin_keeps_the_initial_values():
+    # X4 with ε = 0.25 and β = 0 kept: the 6 triplets with Δ ≤ 0.25 give mean(0.25 − Δ) = 0.25 + 0.2533333
+    term = AdaptiveTriplet(epsilon=0.25, beta=0.0, use_an=True, update="fixed")
+    z = F.normalize(t(X4), dim=1)
+    for _ in range(2):
+        out = term(z @ z.T, *label_masks(t(Y4), t(Y4), True), symmetric=True)
+        assert out["epsilon"].item() == 0.25 and out["beta"].item() == 0 and out["mined"].item() == 6
+        assert out["triplet"].item() == pytest.approx(0.5033333, abs=1e-6)
+        assert out["an"].item() == pytest.approx(0.64, abs=1e-6)  # unique AN cosines 0.8, 0, 0.96, 0.8, all ≥ β
+    term.end_epoch()
+    assert term.epsilon.item() == 0.25 and term.beta.item() == 0
+
+
+def test_epoch_margin_uses_the_previous_epochs_statistics():
+    x2 = t([[1, 0], [1, 0.1], [0, 1], [0.1, 1]])
+    term = AdaptiveTriplet(epsilon=0.25, beta=0.0, use_an=True, update="epoch").double()
+    masks = label_masks(t(Y4), t(Y4), True)
+    deltas, an_values = [], []
+    an_pairs = (t(Y4) @ t(Y4).T == 0).triu()
+    for x in (t(X4), x2, t(X4)):
+        z = F.normalize(x.double(), dim=1)
+        sim = z @ z.T
+        out = term(sim, *masks, symmetric=True)
+        assert out["epsilon"].item() == 0.25 and out["beta"].item() == 0  # unchanged within the epoch
+        a, p, n = torch.where(masks[0][:, :, None] & masks[1][:, None, :])
+        deltas.append(sim[a, p] - sim[a, n])
+        an_values.append(sim[an_pairs])
+    term.eval()
+    z = F.normalize(torch.randn(4, 2, dtype=torch.float64), dim=1)
+    term(z @ z.T, *masks, symmetric=True)  # evaluation-mode calls are not counted
+    term.end_epoch()
+    mean_delta = torch.cat(deltas).mean().item()
+    assert mean_delta > 0
+    assert term.epsilon.item() == pytest.approx(min(mean_delta / 2, 0.5), abs=1e-12)
+    assert term.beta.item() == pytest.approx(1 + (torch.cat(an_values).mean().item() - 1) / 2, abs=1e-12)
+    term.train()
+    term.end_epoch()  # an epoch without triplets keeps the values
+    assert term.epsilon.item() == pytest.approx(min(mean_delta / 2, 0.5), abs=1e-12)
+
+
+def test_trainer_ends_the_epoch_of_every_miner():
+    trainer = stub_trainer(margin_update="epoch", triplet_mode="directional")
+    trainer.model.train()
+    Trainer.training_step(trainer, batch())
+    assert all(term.epsilon.item() == 0.25 for term in trainer.criterion.terms.values())
+    Trainer.on_epoch_end(trainer, 0)
+    assert all(term.epsilon.item() != 0.25 for term in trainer.criterion.terms.values())
+
+
 @pytest.mark.parametrize("mining", ["all", "hard", "semi-hard"])
 @pytest.mark.parametrize("use_an", [False, True])
 @pytest.mark.parametrize("cross", [False, True])

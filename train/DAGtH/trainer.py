@@ -21,7 +21,7 @@ from utils.config import option
 from utils.metrics import to_binary_codes
 
 from .rotation import HouseholderRotation, fit_rotation
-from .triplet import MINING, AdaptiveTriplet, label_masks
+from .triplet import MARGIN_UPDATES, MINING, AdaptiveTriplet, label_masks
 
 
 @dataclass
@@ -33,7 +33,13 @@ class DAGtHConfig(BaseConfig):
                                         "triplets, one ε); directional: I-I, T-T, I-T, T-I terms, each with its "
                                         "own ε, summed", choices=("joint", "directional"))
     mining: str = option("all", "mined triplets: all (Δ ≤ ε), hard (Δ ≤ 0), semi-hard (0 < Δ ≤ ε)", choices=MINING)
-    epsilon_init: float = option(0.25, "initial margin ε (replaced by mean(Δ)/k_delta from the first batch)")
+    epsilon_init: float = option(0.25, "initial margin ε (with --margin-update batch replaced by mean(Δ)/k_delta "
+                                         "from the first batch)")
+    margin_update: str = option("batch", "when ε and β are re-estimated: batch (the DAGtH repo: from each batch), "
+                                         "epoch (the AdaTriplet package: from the previous epoch's triplets; the "
+                                         "first epoch uses the initial values) or fixed (never: ε₀/β₀, what "
+                                         "DScPH-main's per-epoch re-created miner amounts to)",
+                                choices=MARGIN_UPDATES)
     k_delta: float = option(2.0, "K_Δ of the automatic margin ε = clip(mean Δ / K_Δ, 0, 0.5)")
     loss_an: bool = option(False, "add the anchor-negative term (reference config: off)")
     beta_init: float = option(0.0, "initial anchor-negative threshold β")
@@ -47,6 +53,12 @@ class DAGtHConfig(BaseConfig):
                                        "default (PyTorch)", choices=("kaiming", "default"))
     head_dropout: float = option(0.2, "dropout on the pre-activation of the hash heads")
 
+    # demo (tiny from-scratch CLIP): with ε re-estimated per batch, mean Δ ≈ 0 at random init gives ε ≈ 0 and the
+    # loss rewards shrinking every cosine gap: all codes collapse to one (0.3165 mAP everywhere). A fixed ε₀ = 0.25
+    # (the DScPH-main AdaTriplet behaviour) costs 0.25 at collapse and trains; PyTorch's head init avoids tanh
+    # saturation (README: Demo).
+    dataset_defaults = {"demo": dict(margin_update="fixed", head_init="default")}
+
 
 class DAGtHCriterion(nn.Module):
     """AdaTriplet state (one miner, or four for the directional mode) and the Householder rotation."""
@@ -58,7 +70,8 @@ class DAGtHCriterion(nn.Module):
         self.mode = cfg.triplet_mode
         names = ("joint",) if self.mode == "joint" else self.DIRECTIONS
         self.terms = nn.ModuleDict({name: AdaptiveTriplet(cfg.epsilon_init, cfg.beta_init, cfg.k_delta, cfg.k_an,
-                                                          cfg.an_weight, cfg.loss_an, cfg.mining) for name in names})
+                                                          cfg.an_weight, cfg.loss_an, cfg.mining, cfg.margin_update)
+                                     for name in names})
         self.rotation = HouseholderRotation(cfg.output_dim)
 
     def forward(self, image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -94,6 +107,10 @@ class Trainer(HashTrainer):
         image, text = self.model(batch["image"], batch["text"])
         return self.criterion(image, text, batch["label"])
 
+    def on_epoch_end(self, epoch: int) -> None:
+        for term in self.criterion.terms.values():
+            term.end_epoch()
+
     # ------------------------------------------------------------------ stage B: the rotation
     @torch.no_grad()
     def training_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +134,7 @@ class Trainer(HashTrainer):
         if cfg.rotation == "post" and not cfg.test:
             before, after = fit_rotation(self.criterion.rotation, *self.training_codes(), cfg.rotation_steps,
                                          cfg.rotation_lr)
-            self.log.info(f"rotation fitted: bit-variance loss {before:.4f} -> {after:.4f}")
+            self.log.info(f"rotation fitted: bit-variance loss {before:.6f} -> {after:.6f}")
 
     def encode(self, batch):
         image, text = self.model(batch["image"], batch["text"])

@@ -2,7 +2,7 @@
 
 Spec: shared/methods/DAGtH.md section 4 (the reference `utils/loss.py` + `utils/miner.py`). For a similarity
 matrix C between anchors (rows) and candidates (columns), the triplets are every (a, p, n) with p a positive and
-n a negative of a, Δ_apn = C_ap − C_an, and per call
+n a negative of a, Δ_apn = C_ap − C_an, and per call (`update="batch"`, the reference; "epoch" and "fixed" below)
 
     ε = clip(mean_T Δ / K_Δ, 0, 0.5)                     (detached; kept when the batch has no triplet)
     L_trip = mean over mined triplets of (C_an − C_ap + ε)   mined "all": Δ ≤ ε, "hard": Δ ≤ 0, "semi-hard": 0 < Δ ≤ ε
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 MINING = ("all", "hard", "semi-hard")
+MARGIN_UPDATES = ("batch", "epoch", "fixed")
 
 
 def label_masks(labels_a: torch.Tensor, labels_b: torch.Tensor, same_items: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,16 +32,42 @@ def label_masks(labels_a: torch.Tensor, labels_b: torch.Tensor, same_items: bool
 
 
 class AdaptiveTriplet(nn.Module):
-    """One AdaTriplet miner + loss. ε and β are buffers: checkpointed, and kept when a batch cannot update them."""
+    """One AdaTriplet miner + loss. ε and β are buffers: checkpointed, and kept when a batch cannot update them.
+
+    `update` says when ε and β change: "batch" (the DAGtH repo's miner: from the current batch, before it is
+    mined), "epoch" (the AdaTriplet package: the batches of an epoch use the values estimated from all triplets /
+    AN pairs of the previous epoch, `end_epoch()`; the first epoch uses the initial values) or "fixed" (never: ε₀
+    and β₀ throughout, what DScPH-main's re-created miner amounts to).
+    """
 
     def __init__(self, epsilon: float = 0.25, beta: float = 0.0, k_delta: float = 2.0, k_an: float = 2.0,
-                 an_weight: float = 1.0, use_an: bool = False, mining: str = "all"):
+                 an_weight: float = 1.0, use_an: bool = False, mining: str = "all", update: str = "batch"):
         super().__init__()
         if mining not in MINING:
             raise ValueError(f"mining must be one of {MINING}, got {mining!r}")
+        if update not in MARGIN_UPDATES:
+            raise ValueError(f"update must be one of {MARGIN_UPDATES}, got {update!r}")
         self.k_delta, self.k_an, self.an_weight, self.use_an, self.mining = k_delta, k_an, an_weight, use_an, mining
+        self.update = update
         self.register_buffer("epsilon", torch.tensor(float(epsilon)))
         self.register_buffer("beta", torch.tensor(float(beta)))
+        self._stats: torch.Tensor | None = None  # update="epoch": Σ Δ, #triplets, Σ C_an, #AN pairs of the epoch
+
+    @torch.no_grad()
+    def end_epoch(self) -> None:
+        """update="epoch": ε and β from the epoch's statistics (kept when it had no triplet / AN pair); reset."""
+        if self.update == "epoch":
+            delta_sum, triplets, an_sum, pairs = self._stats.tolist() if self._stats is not None else [0.0] * 4
+            if triplets > 0:
+                self.epsilon.fill_(min(max(delta_sum / triplets / self.k_delta, 0.0), 0.5))
+            if pairs > 0:
+                self.beta.fill_(1 + (an_sum / pairs - 1) / self.k_an)
+        self._stats = None
+
+    def _accumulate(self, offset: int, total: torch.Tensor, count: torch.Tensor) -> None:
+        if self._stats is None:
+            self._stats = total.new_zeros(4, dtype=torch.float64)
+        self._stats[offset:offset + 2] += torch.stack([total.double(), count.double()])
 
     def forward(self, sim: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
                 symmetric: bool) -> dict[str, torch.Tensor]:
@@ -62,8 +89,11 @@ class AdaptiveTriplet(nn.Module):
     def _triplet(self, sim, positive, negative, pos_count, neg_count, num_triplets):
         s = sim.detach().double()
         sum_pos, sum_neg = (s * positive).sum(1), (s * negative).sum(1)
-        mean_delta = (neg_count * sum_pos - pos_count * sum_neg).sum() / num_triplets
-        self.epsilon.copy_((mean_delta / self.k_delta).clamp(0, 0.5))
+        delta_sum = (neg_count * sum_pos - pos_count * sum_neg).sum()
+        if self.update == "batch":
+            self.epsilon.copy_((delta_sum / num_triplets / self.k_delta).clamp(0, 0.5))
+        elif self.update == "epoch" and self.training:
+            self._accumulate(0, delta_sum, num_triplets)
         epsilon = self.epsilon.to(sim.dtype)
 
         # per anchor: the negatives' similarities in ascending order (non-negatives first, as -inf)
@@ -93,7 +123,10 @@ class AdaptiveTriplet(nn.Module):
         values = sim.detach()[pairs]
         if values.numel() == 0:
             return sim.new_zeros(())
-        self.beta.copy_(1 + (values.double().mean() - 1) / self.k_an)
+        if self.update == "batch":
+            self.beta.copy_(1 + (values.double().mean() - 1) / self.k_an)
+        elif self.update == "epoch" and self.training:
+            self._accumulate(2, values.double().sum(), torch.tensor(values.numel(), device=values.device))
         beta = self.beta.to(sim.dtype)
         kept = pairs & (sim.detach() >= beta)
         if not kept.any():
