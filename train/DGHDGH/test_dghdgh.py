@@ -306,3 +306,25 @@ def test_optimization_step_order_and_running_means(monkeypatch):
     assert changed(before["gnn"], criterion.gnn)
     assert changed(seen["gnn"], criterion.gnn)  # stage 1 stepped the GNN again
     assert any(not torch.equal(a, b) for a, b in zip(before["gnn"], seen["gnn"]))  # after its stage-2 step
+
+
+# ---------------------------------------------------------------- head init and demo defaults
+def test_head_init_option_and_demo_default():
+    from train.DGHDGH.trainer import DGHDGHConfig, Trainer
+
+    assert DGHDGHConfig().head_init == "kaiming"  # the reference LinearHash
+    demo = DGHDGHConfig.defaults_for("demo")
+    assert demo["head_init"] == "default" and demo["epochs"] == 15 and "lambda2" not in demo  # base demo values
+    for name in ("coco", "flickr25k", "nuswide"):
+        assert "head_init" not in DGHDGHConfig.defaults_for(name)
+    trainer = Trainer.__new__(Trainer)
+    trainer.backbone = StubBackbone()
+    trainer.backbone.embed_dim = 6
+    for init, bound in (("kaiming", math.sqrt(6 / 8)), ("default", 1 / math.sqrt(6))):
+        trainer.cfg = DGHDGHConfig(output_dim=8, head_init=init)
+        torch.manual_seed(0)
+        model = trainer.build_model()
+        for head in (model.image_head, model.text_head):
+            assert head.fc.weight.abs().max() <= bound
+            assert (head.fc.bias == 0).all() == (init == "kaiming")
+        assert model.image_head.fc.weight.abs().max() > 0.8 * bound
