@@ -208,3 +208,32 @@ def test_all_positives_loss_on_fixture():
     """Every anchor of the margin fixture has one positive, so "all" gives the reference value."""
     loss = MarginLoss(2, 1.2, 0.2, positives="all").double()
     assert loss(t(X), t(LABELS)).item() == pytest.approx(0.76505536, abs=1e-7)
+
+
+@pytest.mark.parametrize("init", ["kaiming", "default"])
+def test_head_init_option(init):
+    from types import SimpleNamespace
+
+    from train.DDWSH import Trainer
+
+    assert Trainer.Config().head_init == "kaiming"  # the reference LinearHash
+    torch.manual_seed(0)
+    stub = SimpleNamespace(backbone=SimpleNamespace(embed_dim=512), cfg=Trainer.Config(output_dim=64, head_init=init))
+    model = Trainer.build_model(stub)
+    for head in (model.image_head, model.text_head):
+        assert torch.all(head.fc.bias == 0) == (init == "kaiming")
+        bound = math.sqrt(6 / 64) if init == "kaiming" else 1 / math.sqrt(512)  # kaiming_uniform fan_out vs PyTorch
+        assert head.fc.weight.abs().max() <= bound and head.fc.weight.abs().max() > 0.9 * bound
+
+
+def test_config_defaults_reference_and_demo():
+    from train.DDWSH import Trainer
+
+    reference = Trainer.Config()
+    assert (reference.head_init, reference.ddwsh_miner_input, reference.ddwsh_positives) == ("kaiming", "distance_matrix", "one")
+    assert reference.ddwsh_lower_cutoff == 0.5
+    demo = Trainer.Config.defaults_for("demo")
+    assert (demo["head_init"], demo["ddwsh_miner_input"], demo["ddwsh_positives"]) == ("default", "embeddings", "all")
+    assert (demo["ddwsh_lower_cutoff"], demo["epochs"], demo["backbone"]) == (1.4, 25, "tiny")
+    for name in ("coco", "flickr25k", "nuswide"):
+        assert not {"head_init", "ddwsh_miner_input", "ddwsh_positives"} & set(Trainer.Config.defaults_for(name))

@@ -33,6 +33,14 @@ class DDWSHConfig(BaseConfig):
     ddwsh_lower_cutoff: float = option(LOWER_CUTOFF, "lower clamp of the distances the sampling weights use "
                                                      "(reference 0.5; larger = draws spread over more negatives)")
     head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
+    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; the reference "
+                                       "LinearHash) or default (PyTorch's Linear init)", choices=("kaiming", "default"))
+
+    # demo (tiny from-scratch CLIP): the image tower hardly learns with one near-hardest negative per anchor; Roth's
+    # sampler on the code distances, every positive (Wu et al.) and the cutoff at β + m = 1.4 (uniform over the
+    # margin-violating negatives) train it; PyTorch's head init avoids tanh saturation (README: Demo)
+    dataset_defaults = {"demo": dict(head_init="default", ddwsh_miner_input="embeddings", ddwsh_positives="all",
+                                     ddwsh_lower_cutoff=1.4, epochs=25)}
 
 
 class Trainer(HashTrainer):
@@ -41,9 +49,9 @@ class Trainer(HashTrainer):
     paper = "Deep Distance Weighted Sampling Hashing for Cross-modal Retrieval (IEEE TMM 2026)"
 
     def build_model(self) -> DualHashModel:
-        dim, bits, p = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_dropout
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, p, init="kaiming"),
-                             LinearTanhHead(dim, bits, p, init="kaiming"))
+        dim, bits, p, init = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_dropout, self.cfg.head_init
+        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, p, init=init),
+                             LinearTanhHead(dim, bits, p, init=init))
 
     def build_criterion(self) -> MarginLoss:
         cfg = self.cfg
@@ -64,4 +72,4 @@ class Trainer(HashTrainer):
         text_term = self.criterion(text, labels)
         cross_term = self.criterion(image, labels, text)
         return {"loss": image_term + text_term + cross_term, "image": image_term, "text": text_term,
-                "cross": cross_term}
+                "cross": cross_term, "beta": self.criterion.beta.detach().mean()}
