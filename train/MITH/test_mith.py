@@ -216,3 +216,16 @@ def test_gcl_is_shared_between_modalities():
     out = head(x, torch.randn(2, 3, 32), None, x, torch.randn(2, 4, 32), None)
     assert torch.equal(out.cls_image, out.cls_text) and torch.equal(out.res_image, out.res_text)
     assert head.lct_image is not head.lct_text
+
+
+def test_demo_defaults_leave_the_reference_weights_elsewhere():
+    from train.MITH.trainer import MITHConfig
+
+    demo = MITHConfig.defaults_for("demo")
+    assert demo["split"] == "standard" and demo["epochs"] == 15
+    assert (demo["hyper_cls_inter"], demo["hyper_info_nce"], demo["hyper_quan"]) == (100.0, 5.0, 1.0)
+    reference = MITHConfig()
+    assert (reference.hyper_cls_inter, reference.hyper_info_nce, reference.hyper_quan) == (10.0, 50.0, 8.0)
+    assert (reference.hyper_tokens_intra, reference.hyper_distill, reference.hyper_alpha) == (1.0, 1.0, 0.01)
+    for name in ("coco", "flickr25k", "nuswide"):
+        assert not {"hyper_cls_inter", "hyper_info_nce", "hyper_quan"} & set(MITHConfig.defaults_for(name))
