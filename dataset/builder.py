@@ -39,11 +39,11 @@ def resolve_split_sizes(info: DatasetInfo, protocol: str, query_num: int | None,
 
 def load_table(info: DatasetInfo, data_dir: str | None, index_file: str | None = None,
                caption_file: str | None = None, label_file: str | None = None, data_root: str | None = None,
-               numclass: int | None = None) -> PairTable:
+               numclass: int | None = None, progress: bool = True) -> PairTable:
     """The dataset's files (the demo data is generated on first use) with the class count checked."""
     folder = Path(data_dir or info.default_dir)
     if info.name == "demo" and not (index_file or caption_file or label_file):
-        ensure_demo(folder, num_items=info.num_pairs)
+        ensure_demo(folder, num_items=info.num_pairs, progress=progress)
     table = load_pair_table(folder, index_file, caption_file, label_file, data_root)
     if numclass is not None and numclass != table.num_classes:
         raise UserError(f"--numclass {numclass} does not match the {table.num_classes} label columns of the "

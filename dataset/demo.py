@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
@@ -164,28 +165,34 @@ def _marker(num_items: int, seed: int) -> dict:
 
 
 def generate_demo(save_dir: str | Path, num_items: int = 2500, seed: int = 0, progress: bool = True) -> Path:
-    """Write the demo dataset to `save_dir` (images/ + index/caption/label .mat); reuse it if already there."""
+    """Write the demo dataset to `save_dir` (images/ + index/caption/label .mat); reuse it if already there.
+
+    A lock file beside the folder (`<save_dir>.lock`) serialises concurrent calls (torchrun ranks, parallel
+    sweep cells): the first writes the data, the others wait and reuse it.
+    """
     save_dir = Path(save_dir)
     marker_path = save_dir / "demo.json"
-    if marker_path.is_file() and json.loads(marker_path.read_text()) == _marker(num_items, seed):
-        return save_dir
-    (save_dir / "images").mkdir(parents=True, exist_ok=True)
-    marker_path.unlink(missing_ok=True)
-    rng = np.random.default_rng(seed)
-    paths, captions, labels = [], [], []
-    for i in tqdm(range(num_items), desc="generating demo data", disable=not progress, leave=False):
-        image, caption, label = draw_item(rng)
-        relative = f"images/{i:05d}.png"
-        image.save(save_dir / relative)
-        paths.append(relative)
-        captions.append([caption])
-        labels.append(label)
-    write_pair_table(save_dir, paths, captions, np.stack(labels), label_key="category", caption_layout="cells")
-    marker_path.write_text(json.dumps(_marker(num_items, seed)))
+    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{save_dir}.lock"):
+        if marker_path.is_file() and json.loads(marker_path.read_text()) == _marker(num_items, seed):
+            return save_dir
+        (save_dir / "images").mkdir(parents=True, exist_ok=True)
+        marker_path.unlink(missing_ok=True)
+        rng = np.random.default_rng(seed)
+        paths, captions, labels = [], [], []
+        for i in tqdm(range(num_items), desc="generating demo data", disable=not progress, leave=False):
+            image, caption, label = draw_item(rng)
+            relative = f"images/{i:05d}.png"
+            image.save(save_dir / relative)
+            paths.append(relative)
+            captions.append([caption])
+            labels.append(label)
+        write_pair_table(save_dir, paths, captions, np.stack(labels), label_key="category", caption_layout="cells")
+        marker_path.write_text(json.dumps(_marker(num_items, seed)))
     return save_dir
 
 
-def ensure_demo(save_dir: str | Path, num_items: int = 2500) -> Path:
+def ensure_demo(save_dir: str | Path, num_items: int = 2500, progress: bool = True) -> Path:
     """The demo data in `save_dir`: generated if absent or written by another generator version.
 
     An existing demo folder of any size is reused (tests write small ones with :func:`generate_demo`).
@@ -197,7 +204,7 @@ def ensure_demo(save_dir: str | Path, num_items: int = 2500) -> Path:
         return save_dir
     if marker:
         num_items = marker.get("num_items", num_items)
-    return generate_demo(save_dir, num_items, seed=marker.get("seed", 0) if marker else 0)
+    return generate_demo(save_dir, num_items, seed=marker.get("seed", 0) if marker else 0, progress=progress)
 
 
 def chance_map(labels: np.ndarray, query_rows: np.ndarray, database_rows: np.ndarray) -> float:

@@ -124,6 +124,25 @@ def test_demo_chance_level_is_at_most_0_35():
     assert chance_map(labels, split.query, split.retrieval) <= 0.35
 
 
+def test_concurrent_demo_generation_waits_for_the_first_writer(tmp_path):
+    """A second generator (another torchrun rank, a parallel sweep cell) waits on the lock and reuses the data."""
+    import threading
+
+    from filelock import FileLock
+
+    folder = tmp_path / "demo"
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (generate_demo(folder, num_items=8, progress=False), done.set()))
+    with FileLock(f"{folder}.lock"):  # an unfinished writer holds it
+        worker.start()
+        assert not done.wait(0.5) and not (folder / "demo.json").exists()
+    worker.join(timeout=60)
+    assert done.is_set() and (folder / "demo.json").is_file() and len(list((folder / "images").iterdir())) == 8
+    stamp = (folder / "index.mat").stat().st_mtime_ns
+    generate_demo(folder, num_items=8, progress=False)  # already there: reused, not rewritten
+    assert (folder / "index.mat").stat().st_mtime_ns == stamp
+
+
 def test_method_names_are_case_insensitive_unless_ambiguous():
     from train.registry import load_method
     from utils.errors import UserError

@@ -96,7 +96,7 @@ class HashTrainer:
         self.split_sizes = resolve_split_sizes(self.dataset_info, cfg.split, cfg.query_num, cfg.train_num, cfg.seed)
         self._check_precision()
         table = load_table(self.dataset_info, cfg.data_dir, cfg.index_file, cfg.caption_file, cfg.label_file,
-                           cfg.data_root, cfg.numclass)
+                           cfg.data_root, cfg.numclass, progress=cfg.progress and self.dist.is_main)
         seed_everything(self.split_sizes.seed + self.dist.rank)
         self.backbone: CLIPBackbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
         self.data: DataBundle = build_datasets(table, self.split_sizes, self.backbone.image_size, cfg.max_words,
