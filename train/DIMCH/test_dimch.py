@@ -164,3 +164,16 @@ def test_model_sequences_on_the_tiny_backbone():
     assert torch.all(tokens[mask] == 0) and torch.all(tokens[~mask].abs().sum(-1) > 0)
     out = model(torch.randn(3, 3, backbone.image_size, backbone.image_size), ids, mask)
     assert out.image_elements.shape == (3, 4, 8) and out.text_hash.shape == (3, 8)
+
+
+def test_config_defaults_reference_and_demo():
+    from dataclasses import fields
+
+    from train.DIMCH import Trainer
+
+    def resolved(dataset):
+        return {f.name: f.default for f in fields(Trainer.Config)} | Trainer.Config.defaults_for(dataset)
+
+    coco, demo = resolved("coco"), resolved("demo")
+    assert (coco["quan_alpha"], coco["epochs"], coco["batch_size"]) == (1.0, 100, 20)  # kalenforn config
+    assert (demo["quan_alpha"], demo["epochs"], demo["backbone"]) == (0.1, 30, "tiny")
