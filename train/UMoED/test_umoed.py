@@ -251,3 +251,14 @@ def test_reference_defaults():
         6, 8, 2048, 8, 8)
     assert (cfg.dropout, cfg.extreme_t, cfg.margin, cfg.triplet_alpha, cfg.unif_alpha) == (0.3, 0.3, 0.1, 1.0, 0.8)
     assert cfg.moe and cfg.extreme and not cfg.mask_padding
+
+
+def test_config_defaults_reference_and_demo():
+    reference = UMoEDConfig()
+    assert (reference.decoder_layers, reference.dim_feedforward, reference.dropout) == (6, 2048, 0.3)
+    assert (reference.unif_alpha, reference.margin, reference.epochs, reference.batch_size) == (0.8, 0.1, 100, 100)
+    demo = UMoEDConfig.defaults_for("demo")
+    assert (demo["decoder_layers"], demo["dim_feedforward"], demo["dropout"]) == (2, 512, 0.0)
+    assert (demo["unif_alpha"], demo["epochs"], demo["backbone"]) == (0.1, 40, "tiny")
+    for name in ("coco", "flickr25k", "nuswide"):
+        assert not {"decoder_layers", "unif_alpha", "epochs"} & set(UMoEDConfig.defaults_for(name))

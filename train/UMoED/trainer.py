@@ -42,9 +42,9 @@ class UMoEDConfig(BaseConfig):
     triplet_alpha: float = option(1.0, "weight of the triplet loss")
     unif_alpha: float = option(0.8, "weight of the diversity loss")
 
-    # demo (tiny CLIP from scratch, CPU): a smaller, dropout-free decoder, a weaker diversity term and more epochs
-    # (README "Demo")
-    dataset_defaults = {"demo": dict(decoder_layers=2, dim_feedforward=512, dropout=0.0, unif_alpha=0.1, epochs=25)}
+    # demo (tiny CLIP from scratch, CPU): a smaller, dropout-free decoder, a weaker diversity term and 40 epochs
+    # (0.62 mAP after 25, 0.80 after 40; README "Demo")
+    dataset_defaults = {"demo": dict(decoder_layers=2, dim_feedforward=512, dropout=0.0, unif_alpha=0.1, epochs=40)}
 
 
 class Trainer(HashTrainer):
