@@ -31,21 +31,24 @@ class LinearTanhHead(nn.Module):
 class PairSoftmaxHead(nn.Module):
     """K two-way softmaxes ("selecting" hash layer of DCHMT): output (B, K, 2), each pair sums to 1.
 
-    `Linear(in, hidden) -> ReLU -> K x Linear(hidden, 2)`, implemented as one Linear(hidden, 2K)
-    whose weight blocks are initialised like K separate Linear(hidden, 2) layers with
-    kaiming_uniform(fan_out) (fan_out = 2 per block) and zero biases.
+    `Linear(in, hidden) -> ReLU -> K x Linear(hidden, 2)`, implemented as one Linear(hidden, 2K).
+    `init="kaiming"` initialises the weight blocks like K separate Linear(hidden, 2) layers with
+    kaiming_uniform(fan_out) (fan_out = 2 per block) and zero biases; `"default"` keeps PyTorch's init.
     """
 
-    def __init__(self, in_dim: int, bits: int, hidden: int = 128):
+    def __init__(self, in_dim: int, bits: int, hidden: int = 128, init: str = "kaiming"):
         super().__init__()
         self.bits = bits
         self.fc = nn.Linear(in_dim, hidden)
         self.pairs = nn.Linear(hidden, 2 * bits)
-        for layer, fan_out in ((self.fc, hidden), (self.pairs, 2)):
-            gain = nn.init.calculate_gain("leaky_relu", 0)  # kaiming_uniform_ default: a=0 -> sqrt(2)
-            bound = gain * (3.0 / fan_out) ** 0.5
-            nn.init.uniform_(layer.weight, -bound, bound)
-            nn.init.zeros_(layer.bias)
+        if init == "kaiming":
+            for layer, fan_out in ((self.fc, hidden), (self.pairs, 2)):
+                gain = nn.init.calculate_gain("leaky_relu", 0)  # kaiming_uniform_ default: a=0 -> sqrt(2)
+                bound = gain * (3.0 / fan_out) ** 0.5
+                nn.init.uniform_(layer.weight, -bound, bound)
+                nn.init.zeros_(layer.bias)
+        elif init != "default":
+            raise ValueError(f"unknown init {init!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.pairs(torch.relu(self.fc(x))).view(-1, self.bits, 2)
@@ -54,20 +57,23 @@ class PairSoftmaxHead(nn.Module):
 
 class AttentionPairHead(nn.Module):
     """Attention pair head (kalenforn's ModalityHash): self-attention on the pooled feature as a length-1
-    sequence, a norm, `Linear(D, 2K)` (kaiming fan_out, zero bias), ReLU, and a softmax per bit pair.
-    Output (B, K, 2).
+    sequence, a norm, `Linear(D, 2K)`, ReLU, and a softmax per bit pair. Output (B, K, 2).
 
-    The norm is BatchNorm1d for images and LayerNorm for text, as in the reference.
+    The norm is BatchNorm1d for images and LayerNorm for text, as in the reference. `init="kaiming"` gives the
+    pair layer kaiming_uniform(fan_out) weights and zero biases (the reference); `"default"` keeps PyTorch's init.
     """
 
-    def __init__(self, dim: int, bits: int, norm: str, heads: int = 8):
+    def __init__(self, dim: int, bits: int, norm: str, heads: int = 8, init: str = "kaiming"):
         super().__init__()
         self.bits = bits
         self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
         self.norm = nn.BatchNorm1d(dim) if norm == "batch" else nn.LayerNorm(dim)
         self.pairs = nn.Linear(dim, 2 * bits)
-        nn.init.kaiming_uniform_(self.pairs.weight, mode="fan_out")
-        nn.init.zeros_(self.pairs.bias)
+        if init == "kaiming":
+            nn.init.kaiming_uniform_(self.pairs.weight, mode="fan_out")
+            nn.init.zeros_(self.pairs.bias)
+        elif init != "default":
+            raise ValueError(f"unknown init {init!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         token = x.reshape(x.shape[0], 1, x.shape[1])  # explicit reshape: the reference's squeeze breaks at B = 1

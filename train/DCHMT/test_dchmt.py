@@ -120,23 +120,33 @@ def test_original_head_init_bounds():
     assert torch.all(head.pairs.bias == 0)
 
 
-def test_head_init_default_resets_to_pytorch_init_and_unsaturates_pairs():
-    from types import SimpleNamespace
-
-    from train.DCHMT import Trainer
-
+def test_head_init_default_keeps_pytorch_init_and_unsaturates_pairs():
     torch.manual_seed(0)
-    heads = PairSoftmaxHead(128, 64, hidden=128), AttentionPairHead(128, 64, "layer", heads=2)
-    fake = SimpleNamespace(cfg=SimpleNamespace(head_init="kaiming"))
-    assert Trainer._init_heads(fake, *heads) == heads
-    assert heads[0].pairs.weight.abs().max().item() > 1.5 and torch.all(heads[0].pairs.bias == 0)  # untouched
-    fake.cfg.head_init = "default"
-    Trainer._init_heads(fake, *heads)
+    reference = PairSoftmaxHead(128, 64, hidden=128), AttentionPairHead(128, 64, "layer", heads=2)
+    assert reference[0].pairs.weight.abs().max().item() > 1.5  # kaiming(fan_out) by default
+    assert all(torch.all(head.pairs.bias == 0) for head in reference)
+    heads = PairSoftmaxHead(128, 64, hidden=128, init="default"), AttentionPairHead(128, 64, "layer", heads=2,
+                                                                                      init="default")
     for head in heads:
         bound = 1 / math.sqrt(head.pairs.in_features)  # nn.Linear's default weight/bias bound
         assert head.pairs.weight.abs().max().item() <= bound + 1e-6 and head.pairs.bias.abs().max().item() > 0
     x = torch.randn(32, 128)
     assert heads[0](x).max(-1).values.mean().item() < 0.7  # pairs start near (0.5, 0.5)
+    with pytest.raises(ValueError, match="unknown init"):
+        PairSoftmaxHead(8, 4, hidden=8, init="xavier")
+
+
+def test_trainer_passes_head_init_to_both_heads():
+    from types import SimpleNamespace
+
+    from train.DCHMT import Trainer
+
+    for head_kind in ("original", "kalenforn"):
+        for init in ("kaiming", "default"):
+            cfg = SimpleNamespace(head=head_kind, head_init=init, output_dim=8, hidden_dim=128)
+            model = Trainer.build_model(SimpleNamespace(backbone=SimpleNamespace(embed_dim=16), cfg=cfg))
+            for head in (model.image_head, model.text_head):
+                assert torch.all(head.pairs.bias == 0) == (init == "kaiming")
 
 
 def test_config_defaults_reference_and_demo():

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import nn
-
 from model.heads import AttentionPairHead, DualHashModel, PairSoftmaxHead, pair_codes
 from train.base import HashTrainer
 from train.config import BaseConfig
@@ -41,22 +39,13 @@ class Trainer(HashTrainer):
     paper = "Differentiable Cross-Modal Hashing via Multimodal Transformers (ACM MM 2022)"
 
     def build_model(self) -> DualHashModel:
-        dim, bits = self.backbone.embed_dim, self.cfg.output_dim
+        dim, bits, init = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_init
         if self.cfg.head == "kalenforn":
-            return DualHashModel(self.backbone, *self._init_heads(AttentionPairHead(dim, bits, "batch"),
-                                                                  AttentionPairHead(dim, bits, "layer")))
+            return DualHashModel(self.backbone, AttentionPairHead(dim, bits, "batch", init=init),
+                                 AttentionPairHead(dim, bits, "layer", init=init))
         hidden = self.cfg.hidden_dim
-        return DualHashModel(self.backbone, *self._init_heads(PairSoftmaxHead(dim, bits, hidden),
-                                                              PairSoftmaxHead(dim, bits, hidden)))
-
-    def _init_heads(self, *heads):
-        """`head_init="default"` resets the heads' Linear layers to PyTorch's init (the reference uses kaiming)."""
-        if self.cfg.head_init == "default":
-            for head in heads:
-                for layer in head.modules():
-                    if isinstance(layer, nn.Linear):
-                        layer.reset_parameters()
-        return heads
+        return DualHashModel(self.backbone, PairSoftmaxHead(dim, bits, hidden, init=init),
+                             PairSoftmaxHead(dim, bits, hidden, init=init))
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
