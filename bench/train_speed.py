@@ -2,14 +2,15 @@
 
     python bench/train_speed.py [--method DSPH] [--batch-size 128] [--precision fp32,bf16] [--steps 30]
                                 [--backbone ViT-B-32-random] [--num-workers N] [--dataset demo --data-dir DIR]
-                                [--profile]
+                                [--patch-embed linear,conv] [--profile]
 
 The model step (forward, loss, backward, every optimizer step) runs on one batch held on the device, so it
 measures the model alone; the data loader is timed on its own over the training set with the run's workers.
 The default backbone is the real ViT-B/32 architecture with random weights (nothing to download). Prints one
 line per precision: steps/s, images/s of the model step, images/s of the loader, peak memory. `--profile` then
 prints, per precision, the operators that took the most device time over 3 more steps (torch.profiler), to see
-where a slow precision loses its time.
+where a slow precision loses its time. `--patch-embed linear,conv` also times each precision with the ViT's patch
+embedding as the original convolution (the backbone computes it as a matrix product; model/patch_embed.py).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -38,6 +40,16 @@ def build_trainer(args, precision: str):
         flags += ["--image-cache"]
     trainer_cls, cfg = parse_config(flags)
     return trainer_cls(cfg)
+
+
+def use_conv_patch_embed(trainer) -> None:
+    """Put back the ViT's patch embedding as an `nn.Conv2d` holding the same parameters (for an A/B timing)."""
+    visual = trainer.backbone.clip.visual
+    linear = visual.conv1
+    conv = nn.Conv2d(linear.in_channels, linear.out_channels, linear.kernel_size, linear.stride,
+                     bias=linear.bias is not None, device="meta")
+    conv.weight, conv.bias = linear.weight, linear.bias
+    visual.conv1 = conv
 
 
 def sync(device: torch.device) -> None:
@@ -109,18 +121,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--image-cache", action="store_true")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--patch-embed", default="linear",
+                        help="comma-separated: linear (the backbone's), conv (the original convolution; ViT only)")
     parser.add_argument("--profile", action="store_true", help="also print the costliest operators per precision")
     args = parser.parse_args(argv)
 
     rows = []
-    for precision in args.precision.split(","):
+    embeds = args.patch_embed.split(",")
+    if set(embeds) - {"linear", "conv"}:
+        parser.error(f"--patch-embed takes linear and/or conv, not {args.patch_embed!r}")
+    if "conv" in embeds and args.backbone == "tiny":
+        parser.error("--patch-embed conv needs a ViT backbone; the tiny backbone's image tower is a ResNet")
+    for precision, embed in [(p, e) for p in args.precision.split(",") for e in embeds]:
+        label = precision if len(embeds) == 1 else f"{precision}/{embed}"
         trainer = build_trainer(args, precision)
+        if embed == "conv":
+            use_conv_patch_embed(trainer)
         seconds, peak = time_model_step(trainer, args.steps, args.warmup)
         if args.profile:
-            print(f"--- {precision}: operators with the most self time over 3 steps")
+            print(f"--- {label}: operators with the most self time over 3 steps")
             print(profile_model_step(trainer))
         loader_rate = time_loader(trainer, args.loader_batches)
-        rows.append((precision, 1 / seconds, args.batch_size / seconds, loader_rate, peak))
+        rows.append((label, 1 / seconds, args.batch_size / seconds, loader_rate, peak))
         device = str(trainer.device) + (f" ({torch.cuda.get_device_name(trainer.device)})"
                                         if trainer.device.type == "cuda" else "")
         del trainer
@@ -128,11 +150,11 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
     print(f"{args.method}, backbone {args.backbone}, batch {args.batch_size}, {args.bits} bits, device {device}, "
           f"torch {torch.__version__}")
-    print(f"{'precision':>9} {'steps/s':>8} {'model img/s':>12} {'loader img/s':>13} {'peak GiB':>9}")
-    for precision, steps, images, loader_rate, peak in rows:
-        print(f"{precision:>9} {steps:8.2f} {images:12.1f} {loader_rate:13.1f} {peak:9.2f}")
-    if len(rows) > 1:
-        print(f"speed-up of {rows[1][0]} over {rows[0][0]}: {rows[1][1] / rows[0][1]:.2f}x")
+    print(f"{'precision':>12} {'steps/s':>8} {'model img/s':>12} {'loader img/s':>13} {'peak GiB':>9}")
+    for label, steps, images, loader_rate, peak in rows:
+        print(f"{label:>12} {steps:8.2f} {images:12.1f} {loader_rate:13.1f} {peak:9.2f}")
+    for label, steps, *_ in rows[1:]:
+        print(f"speed-up of {label} over {rows[0][0]}: {steps / rows[0][1]:.2f}x")
     return 0
 
 

@@ -7,6 +7,8 @@ stay interchangeable with OpenAI's `ViT-B-32.pt`. What it adds (docs/backbone.md
   the actual length at forward time, exactly as the hashing repos do;
 * token outputs with masks: projected image tokens (patches, CLS excluded) and text tokens for
   all positions, batch-first, plus an optional key-padding mask inside the text transformer;
+* a ViT patch embedding computed as one matrix product (`model.patch_embed`): cuDNN's bf16
+  convolution for 32x32 non-overlapping kernels is an order of magnitude slower on an H100;
 * a tiny random-init configuration (ResNet image tower, small text transformer) for the demo
   and the tests.
 
@@ -28,6 +30,7 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_
 from torch import nn
 
 from dataset.text import EOT_ID, padding_mask
+from model.patch_embed import as_linear_patch_embed, is_patchify
 from utils.errors import UserError
 
 # Entries of OpenAI's TorchScript state dict that are not parameters.
@@ -61,6 +64,8 @@ class CLIPBackbone(nn.Module):
         self.is_vit = hasattr(clip.visual, "proj") and clip.visual.proj is not None
         if self.is_vit:
             clip.visual.output_tokens = True
+            if is_patchify(clip.visual.conv1):
+                clip.visual.conv1 = as_linear_patch_embed(clip.visual.conv1)
             self.image_token_width = int(clip.visual.proj.shape[0])
         else:
             self.image_token_width = self.embed_dim

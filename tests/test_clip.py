@@ -64,7 +64,8 @@ def test_load_both_formats_reproduces_the_model(reference, checkpoints, file):
     images = torch.randn(2, 3, 32, 32)
     ids = texts()
     assert backbone.is_vit and backbone.image_size == 32 and backbone.embed_dim == 64
-    assert torch.allclose(backbone.encode_image(images), reference.encode_image(images), atol=1e-6)
+    # atol 1e-5: the backbone's patch embedding is a matrix product, the reference's a convolution (other sum order)
+    assert torch.allclose(backbone.encode_image(images), reference.encode_image(images), atol=1e-5)
     padded = F.pad(ids, (0, 77 - 32))  # the 77-token path of open_clip gives identical pooled text features
     assert torch.allclose(backbone.encode_text(ids), reference.encode_text(padded), atol=1e-6)
     assert all(p.dtype == torch.float32 for p in backbone.parameters())
@@ -87,10 +88,10 @@ def test_convert_to_safetensors_round_trip(reference, checkpoints, tmp_path):
     out = tmp_path / "vit.safetensors"
     assert clip_main(["convert", str(checkpoints / "ViT-tiny.pt"), str(out)]) == 0
     images = torch.randn(1, 3, 32, 32)
-    assert torch.allclose(load_clip(out).encode_image(images), reference.encode_image(images), atol=1e-6)
+    assert torch.allclose(load_clip(out).encode_image(images), reference.encode_image(images), atol=1e-5)
     convert_checkpoint(checkpoints / "ViT-tiny.pt", tmp_path / "vit.pt")
     assert torch.allclose(load_clip(tmp_path / "vit.pt").encode_image(images), reference.encode_image(images),
-                          atol=1e-6)
+                          atol=1e-5)
 
 
 def test_vit_tokens_are_projected_patches(reference, checkpoints):
@@ -101,9 +102,9 @@ def test_vit_tokens_are_projected_patches(reference, checkpoints):
     reference.visual.output_tokens = True
     _, raw = reference.visual(images)
     reference.visual.output_tokens = False
-    assert torch.allclose(out.tokens, raw @ reference.visual.proj, atol=1e-6)
+    assert torch.allclose(out.tokens, raw @ reference.visual.proj, atol=1e-5)
     unprojected = backbone.encode_image_tokens(images, project=False).tokens
-    assert unprojected.shape == (2, 4, 64) and torch.allclose(unprojected, raw, atol=1e-6)
+    assert unprojected.shape == (2, 4, 64) and torch.allclose(unprojected, raw, atol=1e-5)
 
 
 def test_text_tokens_pooling_and_masks():
