@@ -4,9 +4,10 @@
 #   bash scripts/sweep.sh METHOD[,METHOD...] [--datasets coco,flickr25k,nuswide] [--bits 16,32,64]
 #                         [--result-dir result] [--keep-going] [-- extra main.py flags]
 #
-# Cell folder: <result-dir>/<METHOD>/<dataset>/<bits>/sweep/. A cell whose summary.json exists is skipped,
-# so rerunning an interrupted sweep finishes only the missing cells; a cell cut off after at least one epoch
-# continues from its last.pt (--resume). The sweep stops at the first failing cell unless --keep-going.
+# Cell folder: <result-dir>/<METHOD>/<dataset>/<bits>/sweep/, METHOD spelt as its folder under train/. A cell
+# whose summary.json exists is skipped, so rerunning an interrupted sweep finishes only the missing cells; a cell
+# cut off after at least one epoch continues from its last.pt (--resume). It stops at the first failing cell
+# unless --keep-going.
 # Then: python scripts/summarize.py <result-dir>
 set -u -o pipefail
 
@@ -35,6 +36,9 @@ done
 here="$(cd "$(dirname "$0")/.." && pwd)"
 python="${PYTHON:-python}"
 IFS=',' read -r -a method_list <<< "$methods"
+# canonical names (folder names): `dsph` and `DSPH` share one cell folder; an unknown method stops here
+canonical="$(cd "$here" && "$python" -m train.registry "${method_list[@]}")" || exit 2
+mapfile -t method_list <<< "$canonical"
 IFS=',' read -r -a dataset_list <<< "$datasets"
 IFS=',' read -r -a bit_list <<< "$bits"
 for b in "${bit_list[@]}"; do [[ "$b" =~ ^[0-9]+$ ]] || fail "--bits takes numbers like 16,32,64 (got '$b')"; done

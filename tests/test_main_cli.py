@@ -144,12 +144,38 @@ def test_concurrent_demo_generation_waits_for_the_first_writer(tmp_path):
 
 
 def test_method_names_are_case_insensitive_unless_ambiguous():
-    from train.registry import load_method
+    from train.registry import canonical_name, load_method
     from utils.errors import UserError
 
     assert load_method("dsph").name == "DSPH"
-    names = available_methods()
-    twins = [n for n in names if sum(m.lower() == n.lower() for m in names) > 1]
-    if twins:  # e.g. DNpH and DNPH: the lower-case spelling must name both, not claim the method is unknown
-        with pytest.raises(UserError, match="ambiguous"):
-            load_method(twins[0].lower())
+    assert canonical_name("DNPH") == "DNPH-TOMM" and canonical_name("DNpH") == "DNpH"  # an alias, a folder
+    with pytest.raises(UserError, match="ambiguous: DNPH \\(DNPH-TOMM\\) and DNpH"):
+        load_method("dnph")
+
+
+def test_no_two_method_folders_differ_only_in_case():
+    """A clone on a case-insensitive file system (macOS, Windows) would merge them; result folders too."""
+    folders = [p.name for p in (ROOT / "train").iterdir() if p.is_dir()]
+    assert len({f.lower() for f in folders}) == len(folders)
+
+
+def test_aliases_are_read_without_importing_and_resolved(tmp_path, monkeypatch, capsys):
+    from train import registry
+    from utils.errors import UserError
+
+    for folder, body in {"Foo": "raise RuntimeError('imported')\n", "Bar-X": "ALIASES = ('FOO', 'bx')\n",
+                         "Bad": "ALIASES = 'B'\n"}.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "__init__.py").write_text(body)
+    monkeypatch.setattr(registry, "TRAIN_DIR", tmp_path)
+    with pytest.raises(UserError, match="ALIASES must be a tuple of strings"):
+        registry.canonical_name("Foo")
+    (tmp_path / "Bad" / "__init__.py").unlink()
+    assert registry.canonical_name("Foo") == "Foo"  # a folder wins over another folder's alias
+    assert registry.canonical_name("FOO") == registry.canonical_name("BX") == registry.canonical_name("bar-x") == "Bar-X"
+    with pytest.raises(UserError, match="ambiguous"):
+        registry.canonical_name("foo")
+    with pytest.raises(UserError, match="unknown method 'Barx' \\(did you mean Bar-X\\?\\)"):
+        registry.canonical_name("Barx")
+    assert registry.main(["bx", "Foo"]) == 0 and capsys.readouterr().out.split() == ["Bar-X", "Foo"]
+    assert registry.main(["nope"]) == 2 and capsys.readouterr().err.startswith("error: unknown method 'nope'")

@@ -85,14 +85,18 @@ def test_sweep_runs_the_grid_resumes_and_stops_on_failure(small_demo, tmp_path):
     cells = sorted((tmp_path / "r").rglob("summary.json"))
     assert [c.parent.parent.name for c in cells] == ["16", "32"]
     (tmp_path / "r/_template/demo/32/sweep/summary.json").unlink()  # as if killed during the second cell
-    again = sweep("_template", "--datasets", "demo", "--bits", "16,32", "--result-dir", str(tmp_path / "r"), *extra)
+    # another spelling of the method names the same cell folders
+    again = sweep("_TEMPLATE", "--datasets", "demo", "--bits", "16,32", "--result-dir", str(tmp_path / "r"), *extra)
     assert again.returncode == 0
     assert "16 bits: done before, skipped" in again.stdout and "1 cells run, 1 skipped" in again.stdout
 
-    failing = sweep("NoSuchMethod,_template", "--datasets", "demo", "--bits", "16", "--result-dir",
+    failing = sweep("_template", "--datasets", "nosuchdataset,demo", "--bits", "16", "--result-dir",
                     str(tmp_path / "f"), *extra)
     assert failing.returncode == 1 and "stopped" in failing.stderr
     assert not list((tmp_path / "f").rglob("summary.json"))  # nothing after the failing cell ran
+    unknown = sweep("_template,NoSuchMethod", "--datasets", "demo", "--result-dir", str(tmp_path / "u"), *extra)
+    assert unknown.returncode == 2 and "unknown method 'NoSuchMethod'" in unknown.stderr
+    assert not (tmp_path / "u").exists()  # checked before any cell runs
     assert sweep("x", "--bits", "sixteen").returncode == 2
 
 

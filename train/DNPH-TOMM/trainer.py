@@ -35,7 +35,7 @@ class DNPHConfig(BaseConfig):
 
 class Trainer(HashTrainer):
     Config = DNPHConfig
-    name = "DNPH"
+    name = "DNPH-TOMM"
     paper = ("Deep Neighborhood-aware Proxy Hashing with Uniform Distribution Constraint for Cross-modal Retrieval "
              "(ACM TOMM 2024)")
 

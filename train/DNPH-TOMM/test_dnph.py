@@ -1,4 +1,5 @@
 """DNPH spec fixtures (section 10): proxy loss, argmax CE, Hungarian noise targets, full step, proxies, codes."""
+import importlib
 import itertools
 from types import SimpleNamespace
 
@@ -8,10 +9,16 @@ import torch
 from torch import nn
 
 from model.heads import LinearTanhHead
-from train.DNPH import Trainer
-from train.DNPH.loss import DNPHLoss, argmax_cross_entropy, proxy_loss
-from train.DNPH.model import DNPHModel
-from train.DNPH.noise import alignment, assign_targets, random_signs
+
+# the folder name has a hyphen (DNPH-TOMM: case-distinct from DNpH), so the modules are imported by name
+Trainer = importlib.import_module("train.DNPH-TOMM").Trainer
+loss_module = importlib.import_module("train.DNPH-TOMM.loss")
+noise_module = importlib.import_module("train.DNPH-TOMM.noise")
+DNPHLoss, proxy_loss = loss_module.DNPHLoss, loss_module.proxy_loss
+argmax_cross_entropy = loss_module.argmax_cross_entropy
+DNPHModel = importlib.import_module("train.DNPH-TOMM.model").DNPHModel
+alignment, random_signs = noise_module.alignment, noise_module.random_signs
+assign_targets = noise_module.assign_targets
 
 P = [[1, 0], [0, 1], [-1, 0]]
 
