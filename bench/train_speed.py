@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from main import parse_config  # noqa: E402
+from model.patch_embed import as_convolution  # noqa: E402
 
 
 def build_trainer(args, precision: str):
@@ -40,16 +40,6 @@ def build_trainer(args, precision: str):
         flags += ["--image-cache"]
     trainer_cls, cfg = parse_config(flags)
     return trainer_cls(cfg)
-
-
-def use_conv_patch_embed(trainer) -> None:
-    """Put back the ViT's patch embedding as an `nn.Conv2d` holding the same parameters (for an A/B timing)."""
-    visual = trainer.backbone.clip.visual
-    linear = visual.conv1
-    conv = nn.Conv2d(linear.in_channels, linear.out_channels, linear.kernel_size, linear.stride,
-                     bias=linear.bias is not None, device="meta")
-    conv.weight, conv.bias = linear.weight, linear.bias
-    visual.conv1 = conv
 
 
 def sync(device: torch.device) -> None:
@@ -136,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         label = precision if len(embeds) == 1 else f"{precision}/{embed}"
         trainer = build_trainer(args, precision)
         if embed == "conv":
-            use_conv_patch_embed(trainer)
+            visual = trainer.backbone.clip.visual
+            visual.conv1 = as_convolution(visual.conv1)
         seconds, peak = time_model_step(trainer, args.steps, args.warmup)
         if args.profile:
             print(f"--- {label}: operators with the most self time over 3 steps")

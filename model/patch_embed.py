@@ -40,7 +40,16 @@ def as_linear_patch_embed(conv: nn.Conv2d) -> LinearPatchEmbed:
     """A `LinearPatchEmbed` sharing `conv`'s parameter tensors (nothing is copied or re-initialised)."""
     if not is_patchify(conv):
         raise ValueError(f"{conv} overlaps, pads, dilates or groups: it is not a patch embedding")
-    linear = LinearPatchEmbed(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                              bias=conv.bias is not None, device="meta")
-    linear.weight, linear.bias = conv.weight, conv.bias
-    return linear.train(conv.training)
+    return _sharing_parameters(conv, LinearPatchEmbed)
+
+
+def as_convolution(embed: LinearPatchEmbed) -> nn.Conv2d:
+    """The plain `nn.Conv2d` sharing `embed`'s parameters (to time the convolution against the product)."""
+    return _sharing_parameters(embed, nn.Conv2d)
+
+
+def _sharing_parameters(conv: nn.Conv2d, cls: type[nn.Conv2d]) -> nn.Conv2d:
+    out = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, bias=conv.bias is not None,
+              device="meta")
+    out.weight, out.bias = conv.weight, conv.bias
+    return out.train(conv.training)

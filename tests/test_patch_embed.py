@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from model.clip import build_random_vit_b32
-from model.patch_embed import LinearPatchEmbed, as_linear_patch_embed, is_patchify
+from model.patch_embed import LinearPatchEmbed, as_convolution, as_linear_patch_embed, is_patchify
 
 
 @pytest.mark.parametrize("patch,size,bias", [((4, 4), (8, 12), False), ((2, 3), (6, 9), True)])
@@ -28,6 +28,8 @@ def test_shares_the_parameters_and_keeps_the_state_dict():
     linear = as_linear_patch_embed(conv)
     assert linear.weight is conv.weight and linear.bias is None and not linear.training
     assert linear.state_dict().keys() == conv.state_dict().keys()
+    back = as_convolution(linear)
+    assert type(back) is nn.Conv2d and back.weight is conv.weight and not back.training
 
 
 @pytest.mark.parametrize("conv", [nn.Conv2d(3, 4, 3, stride=2), nn.Conv2d(3, 4, 2, stride=2, padding=1),
