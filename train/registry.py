@@ -42,8 +42,9 @@ def declared_aliases(folder: str) -> tuple[str, ...]:
 
 def _names() -> dict[str, str]:
     """Every name a method answers to -> its folder (folder names first: an alias never shadows a folder)."""
-    names = {alias: folder for folder in _folders() for alias in declared_aliases(folder)}
-    names.update({folder: folder for folder in _folders()})
+    folders = _folders()
+    names = {alias: folder for folder in folders for alias in declared_aliases(folder)}
+    names.update({folder: folder for folder in folders})
     return names
 
 
