@@ -1,0 +1,59 @@
+"""Building blocks that method folders share: label similarity, float32 regions, running means."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+
+def label_similarity(labels: torch.Tensor, other: torch.Tensor | None = None, *,
+                     diagonal: bool = True) -> torch.Tensor:
+    """Boolean (N, M) matrix: True where row i of `labels` and row j of `other` share a class.
+
+    `other` defaults to `labels` (the batch against itself); `diagonal=False` clears the diagonal
+    (a sample is not its own positive), which needs a square result.
+    """
+    other = labels if other is None else other
+    shares = (labels @ other.to(labels.dtype).T) > 0
+    if not diagonal:
+        if shares.shape[0] != shares.shape[1]:
+            raise ValueError(f"diagonal=False needs a square similarity, got {tuple(shares.shape)}")
+        shares.fill_diagonal_(False)
+    return shares
+
+
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """Half precision becomes float32; float32 and float64 stay as they are."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
+
+
+@contextlib.contextmanager
+def float32_region(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Autocast off inside the block; yields `tensors` in at least float32.
+
+        with float32_region(image, text) as (image, text):
+            loss = terms_that_need_full_precision(image, text)
+    """
+    device_type = tensors[0].device.type if tensors else "cpu"
+    with torch.autocast(device_type, enabled=False):
+        yield tuple(at_least_float32(t) for t in tensors)
+
+
+class RunningMean:
+    """Mean of the values added since the last `reset()` (0.0 before the first)."""
+
+    def __init__(self) -> None:
+        self.total = 0.0
+        self.count = 0
+
+    def add(self, value: float, count: int = 1) -> None:
+        self.total += float(value) * count
+        self.count += count
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
