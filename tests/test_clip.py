@@ -9,7 +9,8 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from dataset.text import CaptionTokenizer, padding_mask
-from model.clip import build_backbone, build_tiny_clip, convert_checkpoint, load_clip, main as clip_main
+from model.clip import build_backbone, build_tiny_clip, convert_checkpoint, load_clip
+from model.clip import main as clip_main
 from utils.errors import UserError
 
 

@@ -9,11 +9,6 @@ import torch.nn.functional as F
 PAIRS = (("i2t", 0, 1), ("i2i", 0, 0), ("t2t", 1, 1))
 
 
-def label_similarity(labels: torch.Tensor) -> torch.Tensor:
-    """S = 1[L Lᵀ > 0] (B×B), pairs sharing at least one label."""
-    return ((labels @ labels.T) > 0).to(labels.dtype)
-
-
 def pair_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact Euclidean distances between the rows of a and b (zero gradient at zero distance)."""
     return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")

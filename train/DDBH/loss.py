@@ -13,10 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def label_similarity(labels: torch.Tensor) -> torch.Tensor:
-    """S = (L Lᵀ > 0) as bool (B×B); the diagonal is included."""
-    return (labels @ labels.T) > 0
+from train.common import label_similarity
 
 
 def likelihood_parameters(bits: int, y_p: float = 0.5) -> tuple[float, float, float]:

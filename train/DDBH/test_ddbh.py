@@ -4,8 +4,16 @@ import math
 import pytest
 import torch
 
-from train.DDBH.loss import (BoundaryHashLoss, base_points, boundary_logits, boundary_loss, boundary_loss_at,
-                             classwise_quantization, label_similarity, likelihood_parameters)
+from train.common import label_similarity
+from train.DDBH.loss import (
+    BoundaryHashLoss,
+    base_points,
+    boundary_logits,
+    boundary_loss,
+    boundary_loss_at,
+    classwise_quantization,
+    likelihood_parameters,
+)
 
 
 def t(values, dtype=torch.float32):
@@ -14,7 +22,7 @@ def t(values, dtype=torch.float32):
 
 def loop_boundary_loss(u, v, labels, bits):
     """The spec's section 4 literally: one anchor row at a time, boolean masks, Python floats for the base points."""
-    s = (labels @ labels.T) > 0
+    s = label_similarity(labels)
     inner = u @ v.T
     upper, c = bits / 4, -(6 / bits) * math.log(99)
     sims, diss, count = 0.0, 0.0, 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from train.common import label_similarity
+
 LOWER_CUTOFF = 0.5
 MINER_INPUTS = ("distance_matrix", "embeddings")
 POSITIVE_SAMPLING = ("one", "all")
@@ -64,7 +66,7 @@ def sample_triplets(distances: torch.Tensor, labels: torch.Tensor, mode: str = "
     lower distance clamp (a larger one spreads the draws over more negatives).
     """
     size = distances.shape[0]
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     eye = torch.eye(size, dtype=torch.bool, device=distances.device)
     candidates = shares & ~eye
     anchor = candidates.any(dim=1) & (~shares).any(dim=1)

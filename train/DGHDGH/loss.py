@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.common import label_similarity
+
 from .gnn import GNNDecoder, edge_attributes
 
 # (name, anchor modality, reference modality, cross-modal?) for the graphs G(z_i), G(z_i, z_t), G(z_t, z_i), G(z_t)
@@ -20,7 +22,7 @@ GRAPHS = (("ii", 0, 0, False), ("it", 0, 1, True), ("ti", 1, 0, True), ("tt", 1,
 
 def triplet_mask(labels: torch.Tensor, cross: bool) -> torch.Tensor:
     """valid[a, p, n]: p shares a label with a, n shares none. Intra-modal: p != a; cross-modal: (a, a, n) too."""
-    sames = (labels @ labels.T) > 0
+    sames = label_similarity(labels)
     diffs = ~sames
     if not cross:
         sames = sames & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -112,7 +114,7 @@ class DGHDGHLoss(nn.Module):
 
     def graphs(self, codes: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor):
         """(node_preds, edge_reprs) of the four graphs, in GRAPHS order."""
-        mask = (labels @ labels.T) > 0
+        mask = label_similarity(labels)
         outputs = []
         for _, i, j, cross in GRAPHS:
             x, y = codes[i], codes[j]

@@ -15,11 +15,6 @@ from torch import nn
 from .hyperbolic import ToPoincare, poincare_distance
 
 
-def label_similarity(labels: torch.Tensor) -> torch.Tensor:
-    """S = (L Lᵀ > 0) as bool (B×B); the diagonal is included."""
-    return (labels @ labels.T) > 0
-
-
 def self_paced_delta(epoch: int, total_epochs: int) -> float:
     """δ = e/⌊E/3⌋ for the 1-based epoch e = epoch + 1 up to ⌊E/3⌋, then 1 (1 as well when E < 3)."""
     third = total_epochs // 3

@@ -6,9 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from train.common import label_similarity
 from train.DHaPH.hyperbolic import RiemannianGradient, ToPoincare, poincare_distance
-from train.DHaPH.loss import (HierarchyProxyLoss, label_similarity, lca_triplet_loss, reciprocal_triplets,
-                              self_paced_delta, self_paced_loss)
+from train.DHaPH.loss import (
+    HierarchyProxyLoss,
+    lca_triplet_loss,
+    reciprocal_triplets,
+    self_paced_delta,
+    self_paced_loss,
+)
 from train.DHaPH.trainer import DHaPHConfig, Trainer
 
 C = 0.1

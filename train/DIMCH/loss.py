@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.common import label_overlap
+
 from .model import SetOutput
 
 
 def ndcg_weights(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sim, W) for a batch: sim = 1[L Lᵀ > 0], W = (2^{L Lᵀ} − 1) / Z with Z_a the ideal DCG of row a
     (Σ_r (2^{g_(r)} − 1) / log2(r + 2), gains sorted descending). Rows with Z = 0 (unlabeled) get W = 0."""
-    gains = labels @ labels.T
+    gains = label_overlap(labels)
     sim = (gains > 0).to(labels.dtype)
     discount = torch.log2(torch.arange(gains.shape[1], device=gains.device, dtype=gains.dtype) + 2)
     ideal = ((2 ** gains.sort(dim=1, descending=True).values - 1) / discount).sum(dim=1, keepdim=True)

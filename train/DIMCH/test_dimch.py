@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.DIMCH.loss import (DIMCHLoss, diversity, mmd, ndcg_weights, quantization, smooth_chamfer,
-                              weighted_triplet)
+from train.DIMCH.loss import DIMCHLoss, diversity, mmd, ndcg_weights, quantization, smooth_chamfer, weighted_triplet
 from train.DIMCH.model import SetOutput, TokenSetHash
 
 

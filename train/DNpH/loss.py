@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from train.common import label_similarity
+
 
 def neighbourhood(labels: torch.Tensor) -> torch.Tensor:
     """D (B, B): 1 where two samples share at least one label (an all-zero row has D_ii = 0)."""
     labels = labels.float()
-    return ((labels @ labels.T) > 0).float()
+    return label_similarity(labels).float()
 
 
 def spherical_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

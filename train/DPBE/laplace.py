@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.common import label_overlap
+
 L2_EPS = 1e-6  # the reference L2Norm layer: h / (||h|| + 1e-6)
 
 
@@ -44,7 +46,7 @@ def count_triplets(labels: torch.Tensor) -> torch.Tensor:
     m = L Lᵀ (shared-label counts); p is a positive of a where m[a, p] != 0 and n a negative where
     m[a, n] != 1 (the reference's `m XOR 1` on uint8: pairs sharing 2+ labels are both). Self pairs count.
     """
-    shared = (labels @ labels.T).round().long()
+    shared = label_overlap(labels).round().long()
     return ((shared != 0).sum(dim=1) * (shared != 1).sum(dim=1)).sum()
 
 

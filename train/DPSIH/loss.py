@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from train.common import label_similarity
+
 
 def set_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """sim[a, b] = max_{k, k'} ⟨x[a, k], y[b, k']⟩ for x (B1, n, K), y (B2, n, K) -> (B1, B2)."""
@@ -18,7 +20,7 @@ def msc_loss(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, margin: flo
     (0 when none is kept). The (B, B, B) mask is what the loss is made of (2·10^6 entries at batch 128).
     """
     sim = set_similarity(x, y)
-    sames = (labels @ labels.T) > 0
+    sames = label_similarity(labels)
     diffs = ~sames
     sames = sames & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     gap = sim.unsqueeze(2) - sim.unsqueeze(1)  # [a, p, n] = sim_ap − sim_an

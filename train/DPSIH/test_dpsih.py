@@ -8,9 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from train.common import label_similarity
 from train.DPSIH.codes import MultiCodeDistance
-from train.DPSIH.loss import (distribution_consistency, dpsih_loss, embedding_diversity, laplace_kernel, msc_loss,
-                              set_similarity)
+from train.DPSIH.loss import (
+    distribution_consistency,
+    dpsih_loss,
+    embedding_diversity,
+    laplace_kernel,
+    msc_loss,
+    set_similarity,
+)
 from train.DPSIH.model import DSIE, DPSIHModel
 from train.DPSIH.trainer import DPSIHConfig
 from utils.metrics import mean_average_precision
@@ -50,7 +57,7 @@ def test_full_loss_fixture_mean_reduction():
 def brute_force_msc(x, y, labels, margin):
     sim = [[max(float(x[a, k] @ y[b, j]) for k in range(x.shape[1]) for j in range(y.shape[1]))
             for b in range(len(y))] for a in range(len(x))]
-    shared = labels @ labels.T > 0
+    shared = label_similarity(labels)
     values = []
     for a, p, n in itertools.product(range(len(x)), repeat=3):
         if p != a and shared[a, p] and not shared[a, n]:

@@ -25,18 +25,12 @@ class DSPHConfig(BaseConfig):
     proxy_momentum: float = option(0.9, "SGD momentum of the class proxies")
     proxy_weight_decay: float = option(5e-4, "SGD weight decay of the class proxies")
     proxy_seed: int = option(0, "seed of the proxy initialisation (reference: hypseed 0)")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
 
 
 class Trainer(HashTrainer):
     Config = DSPHConfig
     name = "DSPH"
     paper = "Deep Semantic-aware Proxy Hashing for Multi-label Cross-modal Retrieval (IEEE TCSVT 2024)"
-
-    def build_model(self):
-        model = super().build_model()
-        model.image_head.dropout.p = model.text_head.dropout.p = self.cfg.head_dropout
-        return model
 
     def build_criterion(self) -> ProxyLoss:
         cfg = self.cfg

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.common import label_similarity
+
 from .model import MITHOutput
 
 BANKS = ("cls_image", "cls_text", "tok_image", "tok_text")
@@ -68,7 +70,7 @@ class MITHLoss(nn.Module):
 
     def forward(self, out: MITHOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         w, lam = self.weights, self.lam
-        similarity = ((self.train_labels @ labels.to(self.train_labels.dtype).T) > 0).to(self.train_labels.dtype)
+        similarity = label_similarity(self.train_labels, labels).to(self.train_labels.dtype)
         tokens_intra = w["tokens_intra"] * (bayesian_likelihood(self.bank_tok_image, out.tok_image, similarity)
                                             + bayesian_likelihood(self.bank_tok_text, out.tok_text, similarity))
         cls_inter = w["cls_inter"] * (bayesian_likelihood(self.bank_cls_image, out.cls_text, similarity)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from dataset.transforms import TRAIN_TRANSFORMS
 from train.base import HashTrainer
 from train.config import BaseConfig
-from utils.config import option
+from utils.config import option, require
 from utils.errors import UserError
 
 from .loss import umoed_loss
@@ -45,6 +45,16 @@ class UMoEDConfig(BaseConfig):
     # demo (tiny CLIP from scratch, CPU): a smaller, dropout-free decoder, a weaker diversity term and 40 epochs
     # (0.62 mAP after 25, 0.80 after 40; README "Demo")
     dataset_defaults = {"demo": dict(decoder_layers=2, dim_feedforward=512, dropout=0.0, unif_alpha=0.1, epochs=40)}
+    inapplicable = {"head_init": "UMoED has its own hash heads", "head_dropout": "UMoED has its own hash heads"}
+
+    def validate(self) -> None:
+        super().validate()
+        positions = self.set_dim or self.output_dim
+        require(positions >= 1 and self.output_dim % positions == 0
+                and self.output_dim // positions in BITS_PER_POSITION, "output_dim", self.output_dim,
+                f"must be --set-dim {positions} times one of {BITS_PER_POSITION} bits per position")
+        require(self.hidden_dim is None or self.hidden_dim % self.decoder_heads == 0, "hidden_dim", self.hidden_dim,
+                f"must be divisible by --decoder-heads {self.decoder_heads}")
 
 
 class Trainer(HashTrainer):
@@ -55,12 +65,10 @@ class Trainer(HashTrainer):
     def build_model(self) -> UMoEDModel:
         cfg = self.cfg
         positions = cfg.set_dim or cfg.output_dim
-        if cfg.output_dim % positions or cfg.output_dim // positions not in BITS_PER_POSITION:
-            raise UserError(f"--output-dim {cfg.output_dim} must be --set-dim {positions} times one of "
-                            f"{BITS_PER_POSITION} bits per position")
         width = cfg.hidden_dim or self.backbone.embed_dim
         if width % cfg.decoder_heads:
-            raise UserError(f"decoder width {width} is not divisible by --decoder-heads {cfg.decoder_heads}")
+            raise UserError(f"the backbone's width {width} is not divisible by --decoder-heads {cfg.decoder_heads}; "
+                            "choose another --decoder-heads or set --hidden-dim")
         head = TokenDecoderHash(self.backbone.embed_dim, positions, 2 ** (cfg.output_dim // positions), width,
                                 cfg.decoder_layers, cfg.decoder_heads, cfg.dim_feedforward, cfg.num_experts,
                                 cfg.slots_per_expert, cfg.dropout, cfg.moe)
