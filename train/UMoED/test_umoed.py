@@ -1,4 +1,4 @@
-"""UMoED spec fixtures (section 10) and properties of the decoder, the Soft-MoE, the loss and the codes."""
+"""UMoED fixtures (README: Fixtures) and properties of the decoder, the Soft-MoE, the loss and the codes."""
 import itertools
 import math
 from types import SimpleNamespace
