@@ -1,4 +1,4 @@
-"""DHaPH spec fixtures (section 10) and properties of the self-paced and hierarchy proxy losses."""
+"""DHaPH fixtures (README: Fixtures) and properties of the self-paced and hierarchy proxy losses."""
 import math
 from types import SimpleNamespace
 
