@@ -1,6 +1,6 @@
 """DGHDGH's losses: triplets on real and generated hard negatives, graph classification, generator terms.
 
-Spec: shared/methods/DGHDGH.md sections 4 and 9. Triplets are dense (B, B, B) masks [a, p, n]; the
+README.md, sections Loss and Reference quirks. Triplets are dense (B, B, B) masks [a, p, n]; the
 reference's per-triplet (T, K) synthetic negatives are only formed where a classifier must read them
 (J_ce): the cosine between an anchor and its synthetic negative has a closed form in (B, B) quantities.
 """

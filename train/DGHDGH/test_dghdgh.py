@@ -1,4 +1,4 @@
-"""DGHDGH spec fixtures (section 10), reshape-vs-scatter equivalence, the compact synthetic cosine, step order."""
+"""DGHDGH fixtures (README: Fixtures), reshape-vs-scatter equivalence, the compact synthetic cosine, step order."""
 import contextlib
 import math
 
