@@ -14,7 +14,6 @@ from dataset.catalog import DATASETS
 from dataset.demo import draw_item, generate_demo
 from dataset.splits import split_rows
 from train import loop
-from train.base import HashTrainer
 from train.registry import available_methods
 from utils.metrics import chance_map
 

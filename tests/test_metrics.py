@@ -25,7 +25,7 @@ from utils.metrics import (
     topn_precision_curve,
 )
 
-# ---------------------------------------------------------------- the worked example (section 12)
+# ---------------------------------------------------------------- the worked example (docs/evaluation.md)
 Q = np.array([[1, 1, 1, 1]])
 QL = np.array([[1, 0, 1]])
 R = np.array([[-1, 1, 1, 1], [1, 1, 1, 1], [-1, -1, 1, 1], [1, -1, 1, 1], [-1, -1, -1, 1], [1, 1, -1, 1]])

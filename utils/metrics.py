@@ -341,7 +341,7 @@ def ap_from_stats(stats: RankStats, kind: str = "stable") -> np.ndarray:
 
 
 def map_at_k_from_stats(stats: RankStats, variant: str = "repo_first_k_relevant") -> float:
-    """mAP@k of the three definitions in docs/evaluation.md section 5 (k fixed when the stats were made)."""
+    """mAP@k of the three definitions in docs/evaluation.md (Metrics, mAP@K; k fixed when the stats were made)."""
     if variant == "repo_first_k_relevant":
         first = np.minimum(stats.k_map, stats.relevant)
         return float(np.where(first > 0, stats.ap_repo_sum / np.maximum(first, 1), 0.0).mean())

@@ -1,7 +1,7 @@
 """CMCL's loss: asymmetric likelihoods against per-length code banks, quantization to epoch-wise binary targets,
 local and global InfoNCE, and reconstruction of the auxiliary long code from every short code.
 
-Spec: shared/methods/CMCL.md section 4.
+Formulas: README.md, section Loss.
 """
 from __future__ import annotations
 

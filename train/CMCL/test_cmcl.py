@@ -1,4 +1,4 @@
-"""CMCL spec fixtures (section 10): likelihood, contrastive terms, quantization, the whole loss, model and buffers."""
+"""CMCL fixtures (README: Fixtures): likelihood, contrastive terms, quantization, the whole loss, model and buffers."""
 import math
 
 import numpy as np
@@ -46,12 +46,12 @@ def test_quantization():
 
 
 # ------------------------------------------------------------------ contrastive
-LOCAL_I = t([[[1, 0], [.6, .8]], [[0, 1], [1, 0]]])  # (L, m, D) as in the spec
+LOCAL_I = t([[[1, 0], [.6, .8]], [[0, 1], [1, 0]]])  # (L, m, D) as in the reference
 LOCAL_T = t([[[.8, .6], [0, 1]], [[.6, .8], [1, 0]]])
 
 
 def local_tokens():
-    """The spec's (L, m, D) arrays, normalised, as batch-first (m, L, D)."""
+    """The reference's (L, m, D) arrays, normalised, as batch-first (m, L, D)."""
     return F.normalize(LOCAL_I, dim=-1).transpose(0, 1), F.normalize(LOCAL_T, dim=-1).transpose(0, 1)
 
 

@@ -1,4 +1,4 @@
-"""DAGtH spec fixtures (section 10), the sorted-window AdaTriplet against explicit triplet enumeration,
+"""DAGtH fixtures (README: Fixtures), the sorted-window AdaTriplet against explicit triplet enumeration,
 the Householder rotation, the bit-variance loss, decoupling and encoding."""
 import math
 

@@ -1,6 +1,6 @@
 """AdaTriplet on cosine similarities: automatic margin ε, optional anchor–negative term with automatic β.
 
-Spec: shared/methods/DAGtH.md section 4 (the reference `utils/loss.py` + `utils/miner.py`). For a similarity
+README.md, section Loss (the reference `utils/loss.py` + `utils/miner.py`). For a similarity
 matrix C between anchors (rows) and candidates (columns), the triplets are every (a, p, n) with p a positive and
 n a negative of a, Δ_apn = C_ap − C_an, and per call (`update="batch"`, the reference; "epoch" and "fixed" below)
 

@@ -1,4 +1,4 @@
-"""DCHMT's Euclidean similarity loss on pair-softmax codes (spec: DCHMT.md section 4)."""
+"""DCHMT's Euclidean similarity loss on pair-softmax codes (README: Loss)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""DCHMT spec fixtures (section 10), head and code properties."""
+"""DCHMT fixtures (README: Fixtures), head and code properties."""
 import math
 
 import pytest

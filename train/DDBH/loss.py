@@ -1,4 +1,4 @@
-"""DDBH's boundary-preserving loss (BPL) and class-wise quantisation (spec: DDBH.md section 4).
+"""DDBH's boundary-preserving loss (BPL) and class-wise quantisation (README.md, section Loss).
 
 For every anchor row of the inner products X = u vᵀ, two base points are chosen from the batch (no
 gradient): BP for the similar pairs and BPd for the dissimilar ones. The pairwise likelihood is a sigmoid

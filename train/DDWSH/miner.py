@@ -1,6 +1,6 @@
 """Distance-weighted triplet sampling (Wu et al. 2017, in Roth's DML-baselines form) as DDWSH uses it.
 
-Spec: shared/methods/DDWSH.md section 4. One triplet per anchor row: a uniform positive (sharing a
+README.md, section Loss. One triplet per anchor row: a uniform positive (sharing a
 label, not the anchor's own column) and a negative drawn with probability inversely proportional to
 the density of distances on a `dim`-dimensional hypersphere. Vectorised over anchors: rows that
 cannot form a triplet are sampled anyway (with dummy weights) and reported as invalid.

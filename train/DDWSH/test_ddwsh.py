@@ -1,4 +1,4 @@
-"""DDWSH spec fixtures (section 10), miner properties and the margin loss."""
+"""DDWSH fixtures (README: Fixtures), miner properties and the margin loss."""
 import math
 
 import numpy as np
@@ -46,7 +46,7 @@ def test_miner_weights_embeddings_input_fixture():
 
 def test_miner_weights_distance_matrix_input_fixture():
     source, q = anchor0_weights("distance_matrix")
-    # the spec's values carry float32 rounding of the reference (up to 4.5e-7 here); float64 is used
+    # the reference's values carry its float32 rounding (up to 4.5e-7 here); float64 is used
     assert source.clamp_min(0.5).tolist() == pytest.approx([0.5, 1.07464206, 2.1164031, 2.32450151, 2.81136394],
                                                            abs=1e-6)
     assert q.tolist() == pytest.approx([0, 0, 0.45842621, 0.34599897, 0.19557483], abs=1e-6)

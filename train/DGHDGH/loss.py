@@ -1,6 +1,6 @@
 """DGHDGH's losses: triplets on real and generated hard negatives, graph classification, generator terms.
 
-Spec: shared/methods/DGHDGH.md sections 4 and 9. Triplets are dense (B, B, B) masks [a, p, n]; the
+README.md, sections Loss and Reference quirks. Triplets are dense (B, B, B) masks [a, p, n]; the
 reference's per-triplet (T, K) synthetic negatives are only formed where a classifier must read them
 (J_ce): the cosine between an anchor and its synthetic negative has a closed form in (B, B) quantities.
 """
@@ -91,8 +91,15 @@ def diversity_loss(edge_reprs: torch.Tensor) -> torch.Tensor:
 
 
 def lambda3_rule(running_gen: float, beta: float = 2.0) -> float:
-    """The reference's dynamic λ3: 1 − exp(−β / J̄_gen) clamped to [0.1, 0.9], inner values replaced by 0.1."""
-    value = 1 - math.exp(-beta / (1e6 if running_gen == 0 else running_gen))
+    """The reference's dynamic λ3: 1 − exp(−β / J̄_gen) clamped to [0.1, 0.9], inner values replaced by 0.1.
+
+    A small negative J̄_gen (about −0.0028 < J̄_gen < 0 for β = 2) makes the exponent overflow a float: the
+    reference's exp gives inf there, so λ3 = 0.1, and so does this function (instead of an OverflowError).
+    """
+    try:
+        value = 1 - math.exp(-beta / (1e6 if running_gen == 0 else running_gen))
+    except OverflowError:
+        value = -math.inf
     value = min(max(value, 0.1), 0.9)
     return value if value in (0.1, 0.9) else 0.1
 

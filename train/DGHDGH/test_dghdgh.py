@@ -1,4 +1,4 @@
-"""DGHDGH spec fixtures (section 10), reshape-vs-scatter equivalence, the compact synthetic cosine, step order."""
+"""DGHDGH fixtures (README: Fixtures), reshape-vs-scatter equivalence, the compact synthetic cosine, step order."""
 import math
 
 import pytest
@@ -218,7 +218,8 @@ def test_diversity_fixture():
 
 
 @pytest.mark.parametrize("running, expected", [(0.0, 0.1), (0.5, 0.9), (0.87, 0.1), (5.0, 0.1), (0.8686, 0.1),
-                                               (0.8685, 0.9)])
+                                               (0.8685, 0.9), (-0.001, 0.1), (-0.0028, 0.1), (-1e-300, 0.1),
+                                               (-0.003, 0.1), (-5.0, 0.1)])
 def test_lambda3_rule(running, expected):
     assert lambda3_rule(running) == expected
 

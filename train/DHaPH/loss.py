@@ -1,4 +1,4 @@
-"""DHaPH's losses (spec: DHaPH.md section 4).
+"""DHaPH's losses (README.md, section Loss).
 
 (a) A self-paced contrastive loss on cosine similarities (the reference calls it `MSLoss`).
 (b) The hierarchy-aware proxy loss (`HPLoss`, adapted from HIER): codes and learnable proxies in a Poincaré ball,

@@ -1,4 +1,4 @@
-"""DIMCH's loss (spec: DIMCH.md section 4): NDCG-weighted triplets on smooth-Chamfer set similarity and on
+"""DIMCH's loss (README.md, section Loss): NDCG-weighted triplets on smooth-Chamfer set similarity and on
 hash cosine distance, MMD between the modalities' set elements, a diversity term and quantization.
 
 Every pairwise quantity is at most B³ (triplets) or (B·M)² (MMD, diversity) entries: the diversity term uses
@@ -81,7 +81,7 @@ def quantization(h: torch.Tensor) -> torch.Tensor:
 
 
 class DIMCHLoss(nn.Module):
-    """The weighted sum of §4 (no parameters). Defaults are the kalenforn config's values."""
+    """The weighted sum of README.md, section Loss (no parameters). Defaults are the kalenforn config's values."""
 
     def __init__(self, temperature: float = 16.0, text_scale: float = 1.0, denominator: float = 2.0,
                  token_margin: float = 0.3, hash_margin: float = 0.3, mmd_gamma: float = 0.5, diversity_t: float = 20.0,

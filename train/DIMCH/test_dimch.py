@@ -1,4 +1,4 @@
-"""DIMCH spec fixtures (section 10), the O(N²) diversity form against the direct one, layouts and invariances."""
+"""DIMCH fixtures (README: Fixtures), the O(N²) diversity form against the direct one, layouts and invariances."""
 import itertools
 import math
 

@@ -1,4 +1,4 @@
-"""DMsH-LN spec fixtures (section 10), the vectorised MS loss against the reference's per-anchor loop, LabelNet."""
+"""DMsH-LN fixtures (README: Fixtures), the vectorised MS loss against the reference's per-anchor loop, LabelNet."""
 import importlib
 import math
 
@@ -26,7 +26,7 @@ Y = [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]]
 
 
 def loop_reference(feats, positive, other=None):
-    """The reference's per-anchor loop, written from the spec (independent of the vectorised form)."""
+    """The reference's per-anchor loop, written from the README's formulas (independent of the vectorised form)."""
     sim = F.normalize(feats @ (feats if other is None else other).T, dim=1)
     losses = []
     for i in range(len(feats)):
@@ -44,7 +44,7 @@ def loop_reference(feats, positive, other=None):
     return sum(losses) / len(feats) if losses else feats.new_zeros(())
 
 
-# ------------------------------------------------------------------ spec fixtures
+# ------------------------------------------------------------------ fixtures
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_ms_fixture_with_label_mask(dtype):
     h, text, positive = t(H, dtype), t(T, dtype), positive_mask(t(Y, dtype))

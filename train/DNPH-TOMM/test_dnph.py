@@ -1,4 +1,4 @@
-"""DNPH spec fixtures (section 10): proxy loss, argmax CE, Hungarian noise targets, full step, proxies, codes."""
+"""DNPH fixtures (README: Fixtures): proxy loss, argmax CE, Hungarian noise targets, full step, proxies, codes."""
 import importlib
 import itertools
 from types import SimpleNamespace

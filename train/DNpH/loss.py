@@ -1,6 +1,6 @@
 """DNpH's loss: the square-clamped quadratic spherical mutual information (QSMI) surrogate.
 
-Spec: shared/methods/DNpH.md section 4. For the image-image, text-text and image-text cosine
+README.md, section Loss. For the image-image, text-text and image-text cosine
 similarity matrices S rescaled to [0, 1], with D_ij = 1[y_i·y_j > 0] and M = B² / Σ D:
 
     L = Σ_S Σ_ij (D_ij S_ij - 1)² + S_ij² / M          (sum over all B² entries, diagonal included)

@@ -1,4 +1,4 @@
-"""DNpH spec fixtures (section 10), invariances, gradient and encoding properties."""
+"""DNpH fixtures (README: Fixtures), invariances, gradient and encoding properties."""
 import itertools
 import math
 from types import SimpleNamespace

@@ -1,6 +1,6 @@
 """The online diagonal Laplace posterior of a `Linear -> L2Norm` hash head, in closed form (plain torch).
 
-Spec: shared/methods/DPBE.md sections 3, 4 and 7. Parameter vectors use the `parameters_to_vector`
+README.md, sections Model and Loss. Parameter vectors use the `parameters_to_vector`
 layout of the reference: the weight (K, D) flattened row-major (`W[i, j] -> i * D + j`), then the bias (K).
 """
 from __future__ import annotations

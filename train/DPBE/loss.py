@@ -1,6 +1,6 @@
 """DPBE's similarity regression: cosine matrices of unit codes against the graded affinity tanh(L Lᵀ / 2).
 
-Spec: shared/methods/DPBE.md section 4.
+Formulas: README.md, section Loss.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DPBE spec fixtures (section 10): closed-form curvature vs torch.func, posterior, loss, triplet count, codes."""
+"""DPBE fixtures (README: Fixtures): closed-form curvature vs torch.func, posterior, loss, triplet count, codes."""
 import math
 
 import pytest
@@ -38,7 +38,7 @@ def test_tiny_hessian_fixture():
     weight, bias = t([[1, 0], [0, 2]]), t([0, 0])
     out = diag_ggn(t([[3, 2]]), weight[None], bias[None])[0]
     expected = [0.2303999078, 0.1023999590, 0.1295999482, 0.0575999770, 0.0255999898, 0.0143999942]
-    assert out.tolist() == pytest.approx(expected, rel=0, abs=1e-10)  # the spec gives 10 decimals
+    assert out.tolist() == pytest.approx(expected, rel=0, abs=1e-10)  # the reference values have 10 decimals
     assert hessian_scale(10**6, 10000, 5000) == 2e4
 
 

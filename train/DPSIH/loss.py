@@ -1,4 +1,4 @@
-"""DPSIH's loss (spec DPSIH.md section 4): J = 100·MSC + α1·DC + α2·(ED(R_i) + ED(R_t))."""
+"""DPSIH's loss (README.md, section Loss): J = 100·MSC + α1·DC + α2·(ED(R_i) + ED(R_t))."""
 from __future__ import annotations
 
 import torch

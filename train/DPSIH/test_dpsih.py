@@ -1,4 +1,4 @@
-"""DPSIH spec fixtures (section 10) and properties of the DSIE module, the loss, the codes and their distance."""
+"""DPSIH fixtures (README: Fixtures) and properties of the DSIE module, the loss, the codes and their distance."""
 import itertools
 import math
 from types import SimpleNamespace
@@ -41,7 +41,7 @@ def test_full_loss_fixture_sum_reduction():
                                                                                                abs=1e-12)
     assert out["msc"].item() == pytest.approx(0.75, abs=1e-12)
     assert out["dc"].item() == pytest.approx(1.5129347, abs=1e-5)
-    assert out["dc"].item() == pytest.approx(1.5129344, abs=1e-7)  # float64 (the spec's value is float32)
+    assert out["dc"].item() == pytest.approx(1.5129344, abs=1e-7)  # float64 (the reference's value is float32)
     assert out["ed"].item() == pytest.approx(1.6463205, abs=1e-6)
     assert out["loss"].item() == pytest.approx(75.0315926, rel=1e-6)
 
@@ -50,7 +50,7 @@ def test_full_loss_fixture_mean_reduction():
     out = dpsih_loss(t(E_I), t(E_T), t(R_I), t(R_T), t(LABELS), reduction="mean")
     assert out["dc"].item() == pytest.approx(0.0420260, abs=1e-6)
     assert out["ed"].item() == pytest.approx(0.5487735, abs=1e-6)
-    assert out["loss"].item() == pytest.approx(75.0059128, rel=1e-6)  # spec (float32-derived)
+    assert out["loss"].item() == pytest.approx(75.0059128, rel=1e-6)  # the reference's value (float32)
     assert out["loss"].item() == pytest.approx(75 + 0.01 * 0.0420260 + 0.01 * 0.5487735, abs=1e-7)
 
 

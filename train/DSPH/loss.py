@@ -1,6 +1,6 @@
 """DSPH's proxy loss ("HyP"): pull codes to the proxies of their labels, push them from the others.
 
-Spec: shared/methods/DSPH.md, sections 4 and 7.
+Formulas and the threshold table: README.md, section Loss.
 """
 from __future__ import annotations
 

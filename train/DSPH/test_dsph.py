@@ -1,4 +1,4 @@
-"""DSPH spec fixtures (section 10) and properties of the proxy loss."""
+"""DSPH fixtures (README: Fixtures) and properties of the proxy loss."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""DScPH spec fixtures (section 10), the rotation, AdaTriplet-AM against brute force, optimizer wiring."""
+"""DScPH fixtures (README: Fixtures), the rotation, AdaTriplet-AM against brute force, optimizer wiring."""
 import itertools
 
 import pytest
@@ -30,7 +30,7 @@ def criterion(tau=0.9, psi=0.7, proxies=W, **kwargs):
     return loss
 
 
-# ------------------------------------------------------------------ CPF and total (spec fixtures)
+# ------------------------------------------------------------------ CPF and total (fixtures)
 @pytest.mark.parametrize("tau, psi, expected", [(0.9, 0.7, 0.166197), (0.3, 0.3, 0.394528)])
 def test_cpf_fixture(tau, psi, expected):
     total = cpf_loss(t(H_I), t(W), t(Y), tau, psi) + cpf_loss(t(H_T), t(W), t(Y), tau, psi)

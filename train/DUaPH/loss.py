@@ -1,4 +1,4 @@
-"""DUaPH's losses (spec: shared/methods/DUaPH.md section 4): a multi-similarity loss on row-normalised
+"""DUaPH's losses (README.md, section Loss): a multi-similarity loss on row-normalised
 Gram matrices, and the uncertainty (mutual-likelihood) term between paired image and text Gaussians."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DUaPH spec fixtures (section 10): MS loss, uncertainty term, uncertainty module, heads, codes, optimizer."""
+"""DUaPH fixtures (README: Fixtures): MS loss, uncertainty term, uncertainty module, heads, codes, optimizer."""
 import math
 from types import SimpleNamespace
 

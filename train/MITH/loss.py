@@ -1,6 +1,6 @@
 """MITH's loss: likelihoods against training-set memory banks, quantization, contrastive alignment, distillation.
 
-Spec: shared/methods/MITH.md section 4.
+Formulas: README.md, section Loss.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def concept_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> to
 
 
 class MITHLoss(nn.Module):
-    """The four Ntrain×K memory banks (buffers, checkpointed) and the total loss of section 4."""
+    """The four Ntrain×K memory banks (buffers, checkpointed) and the total loss (README: Loss)."""
 
     def __init__(self, train_labels: torch.Tensor, bits: int, tokens_intra: float = 1.0, cls_inter: float = 10.0,
                  quantization: float = 8.0, info_nce: float = 50.0, alpha: float = 0.01, distill: float = 1.0,

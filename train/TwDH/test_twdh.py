@@ -1,4 +1,4 @@
-"""TwDH spec fixtures (section 10), asset construction and code properties."""
+"""TwDH fixtures (README: Fixtures), asset construction and code properties."""
 from types import SimpleNamespace
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""UMoED's loss (spec UMoED.md section 4): a label-weighted triplet loss on position-wise distances between
+"""UMoED's loss (README.md, section Loss): a label-weighted triplet loss on position-wise distances between
 tempered symbol distributions, plus a per-sample diversity term on the normalised symbol logits."""
 from __future__ import annotations
 

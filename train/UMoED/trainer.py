@@ -26,6 +26,9 @@ class UMoEDConfig(BaseConfig):
                                        "2^(bits/M) symbols (default: --output-dim, i.e. 1 bit per position; the "
                                        "shipped config has M = 64 for 64 bits)")
     decoder_layers: int = option(6, "decoder layers")
+    decoder_init: str = option("copy", "decoder layer initialisation: copy = every layer starts as a copy of the "
+                                       "first (the reference), independent = a random draw per layer",
+                               choices=("copy", "independent"))
     decoder_heads: int = option(8, "attention heads of the decoder")
     dim_feedforward: int = option(2048, "feed-forward width of the decoder layers")
     moe: bool = option(True, "Soft-MoE feed-forward (--no-moe: a plain nn.TransformerDecoderLayer)")
@@ -71,7 +74,7 @@ class Trainer(HashTrainer):
                             "choose another --decoder-heads or set --hidden-dim")
         head = TokenDecoderHash(self.backbone.embed_dim, positions, 2 ** (cfg.output_dim // positions), width,
                                 cfg.decoder_layers, cfg.decoder_heads, cfg.dim_feedforward, cfg.num_experts,
-                                cfg.slots_per_expert, cfg.dropout, cfg.moe)
+                                cfg.slots_per_expert, cfg.dropout, cfg.moe, cfg.decoder_init)
         return UMoEDModel(self.backbone, head, cfg.mask_padding)
 
     def training_step(self, batch):
