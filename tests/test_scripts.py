@@ -72,9 +72,87 @@ def small_demo(tmp_path_factory):
     return generate_demo(tmp_path_factory.mktemp("demo") / "data", num_items=96, progress=False)
 
 
-def sweep(*args: str) -> subprocess.CompletedProcess:
+def sweep(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / "scripts" / "sweep.sh"), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+                          timeout=600, env=env or {"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+
+
+def python_without_torch(folder: Path, *names: str) -> Path:
+    """Executables that run this Python without site-packages (-S), hence without torch."""
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n')
+        (folder / name).chmod(0o755)
+    return folder / names[0]
+
+
+def test_sweep_without_torch_stops_before_the_first_cell(tmp_path):
+    python = python_without_torch(tmp_path / "bin", "python3", "python")
+    args = ("DSPH", "--datasets", "demo", "--bits", "16", "--result-dir", str(tmp_path / "r"))
+    result = sweep(*args, env={"PATH": f"{python.parent}:/usr/bin:/bin"})  # no PYTHON, no virtual environment
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{python} (python3 on PATH) cannot import torch" in lines[0] and "PYTHON=" in lines[0]
+    assert not (tmp_path / "r").exists()
+    venv_python = python_without_torch(tmp_path / "venv/bin", "python")  # an active environment wins over PATH
+    result = sweep(*args, env={"VIRTUAL_ENV": str(tmp_path / "venv"), "PATH": f"{python.parent}:/usr/bin:/bin"})
+    assert f"{venv_python} (the active virtual environment) cannot import torch" in result.stderr
+    result = sweep(*args, env={"PYTHON": str(python), "VIRTUAL_ENV": sys.prefix, "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and f"{python} ($PYTHON) cannot import torch" in result.stderr
+
+
+def test_sweep_seeds_run_one_cell_per_seed(tmp_path):
+    calls = tmp_path / "calls.jsonl"
+    fake = tmp_path / "python"  # runs everything with this Python, but records main.py calls instead of training
+    fake.write_text(f"""#!{sys.executable}
+import json, os, sys
+args = sys.argv[1:]
+if not args[0].endswith("main.py"):  # the torch check and the method-name lookup
+    os.execv(sys.executable, [sys.executable, *args])
+with open({str(calls)!r}, "a") as handle:
+    handle.write(json.dumps(args) + "\\n")
+save_dir = args[args.index("--save-dir") + 1]
+os.makedirs(save_dir, exist_ok=True)
+open(os.path.join(save_dir, "summary.json"), "w").write("{{}}")
+""")
+    fake.chmod(0o755)
+    env = {"PYTHON": str(fake), "PATH": "/usr/bin:/bin"}
+    args = ("dsph", "--datasets", "demo", "--bits", "16,32", "--seeds", "1,2", "--result-dir", str(tmp_path / "r"),
+            "--", "--epochs", "2")
+    first = sweep(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert [(r[r.index("--output-dim") + 1], r[r.index("--train-seed") + 1]) for r in runs] == [
+        ("16", "1"), ("16", "2"), ("32", "1"), ("32", "2")]
+    assert all(r[r.index("--save-dir") + 1].endswith(f"DSPH/demo/{r[r.index('--output-dim') + 1]}/sweep/seed"
+                                                     f"{r[r.index('--train-seed') + 1]}") and r[-2:] == ["--epochs", "2"]
+               for r in runs)
+    (tmp_path / "r/DSPH/demo/32/sweep/seed1/summary.json").unlink()
+    again = sweep(*args, env=env)
+    assert "1 cells run, 3 skipped" in again.stdout and "32 bits seed 1 ->" in again.stdout
+    clash = sweep("DSPH", "--seeds", "1", "--", "--train-seed", "3", env=env)
+    assert clash.returncode == 2 and "--seeds sets --train-seed" in clash.stderr
+
+
+def test_main_names_a_missing_package_instead_of_blaming_the_method():
+    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['main.py', '--method', 'DSPH']; "
+            "runpy.run_path('main.py', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: torch is not installed in this Python ({sys.executable}); ")
+    assert "DSPH" not in result.stderr
+
+
+def test_a_method_that_imports_a_missing_project_module_is_blamed(monkeypatch):
+    from train import registry
+    from utils.errors import UserError
+
+    def import_module(name):
+        raise ModuleNotFoundError("No module named 'train.DSPH.gone'", name="train.DSPH.gone")
+
+    monkeypatch.setattr(registry.importlib, "import_module", import_module)
+    with pytest.raises(UserError, match=r"^method DSPH failed to import: ModuleNotFoundError: .*other methods"):
+        registry.load_method("dsph")
 
 
 def test_sweep_runs_the_grid_resumes_and_stops_on_failure(small_demo, tmp_path):
@@ -93,6 +171,7 @@ def test_sweep_runs_the_grid_resumes_and_stops_on_failure(small_demo, tmp_path):
     failing = sweep("_template", "--datasets", "nosuchdataset,demo", "--bits", "16", "--result-dir",
                     str(tmp_path / "f"), *extra)
     assert failing.returncode == 1 and "stopped" in failing.stderr
+    assert "failed (exit 2) before writing a log" in failing.stderr and "train.log" not in failing.stderr
     assert not list((tmp_path / "f").rglob("summary.json"))  # nothing after the failing cell ran
     unknown = sweep("_template,NoSuchMethod", "--datasets", "demo", "--result-dir", str(tmp_path / "u"), *extra)
     assert unknown.returncode == 2 and "unknown method 'NoSuchMethod'" in unknown.stderr
