@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from itertools import permutations
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

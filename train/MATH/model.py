@@ -6,7 +6,7 @@ as one sentence, see `label_text.py`). Every tensor is batch-first: tokens (N, L
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
