@@ -188,7 +188,7 @@ def test_similarity_formula_without_epsilon_terms():
 
 
 def test_uncertainty_weakens_the_discrepancy():
-    """Orthogonal codes (1 − cos = 1, ‖ŝ − r̂‖ = √2): S = 1 − exp(−(‖u + v‖ + γ) / (τ√2)), rising with ‖u + v‖."""
+    """Orthogonal codes (1 − cos = 1, ‖ŝ − r̂‖ = √2): S = 1 − exp(−(‖u + v‖ + γ) / (τ√2)), rising."""
     s = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     values = []
     for scale in (0.0, 1.0, 10.0):
