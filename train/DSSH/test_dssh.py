@@ -198,7 +198,7 @@ def test_proxy_init_and_global_rng():
 
 
 def test_drawn_noise_is_reproducible_and_used():
-    image, text, labels, proxies, temperature, samples, _ = case_inputs("A")
+    image, text, labels, proxies, temperature, _, _ = case_inputs("A")
     loss = make_loss(proxies, temperature, 50)
     first = loss(image, text, labels, generator=torch.Generator().manual_seed(1))["loss"]
     second = loss(image, text, labels, generator=torch.Generator().manual_seed(1))["loss"]
