@@ -15,8 +15,7 @@ import torch.nn.functional as F
 
 import train.DAIH.loss as daih_loss
 from train.DAIH.clustering import kmeans_labels, standardize_by_labels
-from train.DAIH.loss import (DecorrelationLoss, MarginLoss, anchor_beta, grad_reverse, margin_triplet_loss,
-                             metric_loss)
+from train.DAIH.loss import DecorrelationLoss, MarginLoss, anchor_beta, grad_reverse, margin_triplet_loss, metric_loss
 from train.DAIH.miner import inverse_sphere_weights, row_profile_distances, sample_triplets
 from utils.errors import UserError
 

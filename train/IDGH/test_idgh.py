@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from train.IDGH.distribution import IntraClassDistribution, draw_noise, synthesize
-from train.IDGH.loss import (idgh_loss, lambda_schedule, ndcg_gain, ranking_triplet_loss, statistics_due,
-                             synthesis_active)
+from train.IDGH.loss import idgh_loss, lambda_schedule, ndcg_gain, ranking_triplet_loss, statistics_due, synthesis_active
 
 # ---- hand-made inputs
 TRIPLET_CASES = {

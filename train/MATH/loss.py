@@ -2,9 +2,9 @@
 global-to-local MSE, quantization to a shared binary target, and contrastive alignment of the three."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from itertools import permutations
-from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -5,8 +5,8 @@ as one sentence, see `label_text.py`). Every tensor is batch-first: tokens (N, L
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
