@@ -198,6 +198,17 @@ class HashTrainer:
         """
         return self.dist.gather_batch(*tensors)
 
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A generator on the training device seeded from the training seed, the global step and `stream`.
+
+        Under torchrun every process draws the same values (random parts of a loss computed on the gathered batch,
+        such as flipped bits or sampled codes, then agree); the draws differ from step to step and are restored
+        exactly by --resume.
+        """
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(((self.cfg.train_seed or 0) * 1_000_003 + self.global_step) * 101 + stream)
+        return generator
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for forward passes (a no-op for fp32)."""
         if self.cfg.precision == "fp32":

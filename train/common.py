@@ -1,10 +1,12 @@
-"""Building blocks that method folders share: label similarity, float32 regions, running means."""
+"""Building blocks that method folders share: label similarity, cosines, masked means, float32 regions,
+running means."""
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 
 def label_similarity(labels: torch.Tensor, other: torch.Tensor | None = None, *,
@@ -26,6 +28,16 @@ def label_overlap(labels: torch.Tensor, other: torch.Tensor | None = None) -> to
     """(N, M) number of classes row i of `labels` shares with row j of `other` (default: `labels`)."""
     other = labels if other is None else other
     return labels @ other.to(labels.dtype).T
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, M) cosine similarities between the rows of `a` and of `b`."""
+    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` is True; 0 where it is nowhere True."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:

@@ -11,17 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.common import float32_region, label_similarity
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """(N, M) cosine similarities between the rows of `a` and of `b`."""
-    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` where `mask` is True; 0 where it is nowhere True."""
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+from train.common import cosine, float32_region, label_similarity, masked_mean
 
 
 def proxy_terms(codes: torch.Tensor, proxies: torch.Tensor, labels: torch.Tensor,

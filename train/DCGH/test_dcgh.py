@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from train.DCGH.loss import DCGHLoss, cosine, negative_pair_terms, pairwise_term, proxy_terms
+from train.common import cosine
+from train.DCGH.loss import DCGHLoss, negative_pair_terms, pairwise_term, proxy_terms
 
 P = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.6, 0.5]]
 X = [[0.9, 0.5, -0.2], [-0.1, 0.8, -0.7], [0.3, -0.4, 0.6], [-0.8, 0.1, 0.5]]

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from train.DSPH.loss import ProxyLoss, code_threshold
+from train.coding_theory import code_threshold
+from train.DSPH.loss import ProxyLoss
 
 
 def make_loss(proxies, threshold, alpha=0.8):
