@@ -28,6 +28,7 @@ stub backbone without data through `train.testing.build_trainer`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -197,6 +198,12 @@ class HashTrainer:
         of one process holding the whole --batch-size (tests/test_distributed.py).
         """
         return self.dist.gather_batch(*tensors)
+
+    def global_batch_of(self, outputs: Any) -> Any:
+        """`global_batch` for a structure of tensors (a dataclass, dict, tuple or list), returned in that structure."""
+        if not self.dist.enabled:
+            return outputs
+        return map_tensors(outputs, lambda tensor: self.dist.gather_batch(tensor)[0])
 
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A generator on the training device seeded from the training seed, the global step and `stream`.
@@ -517,6 +524,20 @@ class HashTrainer:
                 f"{self.split_sizes.seed}, training seed {self.cfg.train_seed}); {self.cfg.backbone} backbone, "
                 f"{params / 1e6:.1f} M parameters, {self.cfg.output_dim} bits, {self.steps_per_epoch} steps/epoch "
                 f"on {self.device}{f' x {self.dist.world_size} processes' if self.dist.enabled else ''}")
+
+
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`value` with `fn` applied to every tensor inside it (dataclasses, dicts, tuples and lists are walked)."""
+    if torch.is_tensor(value):
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: map_tensors(getattr(value, f.name), fn)
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, dict):
+        return {key: map_tensors(item, fn) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(map_tensors(item, fn) for item in value)
+    return value
 
 
 def _summarise_names(names: list[str], shown: int = 3) -> str:

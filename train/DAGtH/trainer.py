@@ -99,7 +99,7 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
-        return self.criterion(image, text, batch["label"])
+        return self.criterion(*self.global_batch(image, text, batch["label"]))
 
     def on_epoch_end(self, epoch: int) -> None:
         for term in self.criterion.terms.values():
