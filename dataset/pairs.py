@@ -28,6 +28,17 @@ def load_rgb(path: str) -> Image.Image:
         raise UserError(f"cannot read image {path}: {exc} (python -m dataset.check lists every bad image)") from None
 
 
+class PathImages:
+    """`row -> RGB image` decoded from the table's image paths (a class, not a lambda: loader workers started with
+    `spawn` receive the dataset pickled)."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __call__(self, row: int) -> Image.Image:
+        return load_rgb(self.paths[row])
+
+
 class PairDataset(Dataset):
     """Items of one split: `{"image", "text", "text_mask", "label", "index"}`.
 
@@ -53,7 +64,7 @@ class PairDataset(Dataset):
         self.transform = transform
         self.tokenizer = tokenizer
         self.caption_choice = caption_choice
-        self.image_loader = image_loader or (lambda row: load_rgb(table.paths[row]))
+        self.image_loader = image_loader or PathImages(table.paths)
         self.labels = torch.from_numpy(table.labels[self.rows])
 
     def __len__(self) -> int:
