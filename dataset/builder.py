@@ -9,9 +9,9 @@ from dataset.demo import ensure_demo
 from dataset.mat import PairTable, load_pair_table
 from dataset.pairs import PairDataset
 from dataset.splits import Split, split_rows
-from dataset.text import CaptionTokenizer
 from dataset.transforms import eval_transform, train_transform
 from utils.errors import UserError
+from utils.text import CaptionTokenizer
 
 
 @dataclass

@@ -10,8 +10,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dataset.mat import PairTable
-from dataset.text import CaptionTokenizer, padding_mask
 from utils.errors import UserError
+from utils.text import CaptionTokenizer, padding_mask
 
 CAPTION_CHOICES = ("random", "first")
 

@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from dataset.pairs import PairDataset
-from dataset.text import CaptionTokenizer
 from dataset.transforms import eval_transform
 from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
 from utils.metrics import to_binary_codes
+from utils.text import CaptionTokenizer
 
 from .rotation import HouseholderRotation, fit_rotation
 from .triplet import MARGIN_UPDATES, MINING, AdaptiveTriplet, label_masks

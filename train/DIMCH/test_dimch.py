@@ -148,7 +148,7 @@ def test_token_set_hash_init():
 
 
 def test_model_sequences_on_the_tiny_backbone():
-    from dataset.text import padding_mask
+    from utils.text import padding_mask
     from model.clip import build_tiny_clip
     from train.DIMCH.model import DIMCHModel, image_token_count
 
