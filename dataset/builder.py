@@ -28,6 +28,11 @@ class DataBundle:
     def num_classes(self) -> int:
         return self.table.num_classes
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """One name per label column (label-column order), or None where the dataset does not name its classes."""
+        return self.table.class_names
+
 
 def resolve_split_sizes(info: DatasetInfo, protocol: str, query_num: int | None, train_num: int | None,
                         seed: int | None) -> SplitSizes:
@@ -40,7 +45,10 @@ def resolve_split_sizes(info: DatasetInfo, protocol: str, query_num: int | None,
 def load_table(info: DatasetInfo, data_dir: str | None, index_file: str | None = None,
                caption_file: str | None = None, label_file: str | None = None, data_root: str | None = None,
                numclass: int | None = None, progress: bool = True) -> PairTable:
-    """The dataset's files (the demo data is generated on first use) with the class count checked."""
+    """The dataset's files (the demo data is generated on first use) with the class count checked.
+
+    Class names come from a classes.txt beside the label file, else from the catalog (:meth:`DatasetInfo.names_for`).
+    """
     folder = Path(data_dir or info.default_dir)
     if info.name == "demo" and not (index_file or caption_file or label_file):
         ensure_demo(folder, num_items=info.num_pairs, progress=progress)
@@ -48,6 +56,8 @@ def load_table(info: DatasetInfo, data_dir: str | None, index_file: str | None =
     if numclass is not None and numclass != table.num_classes:
         raise UserError(f"--numclass {numclass} does not match the {table.num_classes} label columns of the "
                         f"{info.name} label file; drop --numclass (it is read from the file)")
+    if table.class_names is None:
+        table.class_names = info.names_for(table.labels)
     return table
 
 
