@@ -16,13 +16,20 @@ from utils.text import CaptionTokenizer
 
 @dataclass
 class DataBundle:
-    """The loaded table, its split and one dataset per subset."""
+    """The loaded table, its split and one dataset per subset.
+
+    `train_eval` holds the training items as evaluation items (eval transform, `eval_caption`; the training
+    labels): for methods that encode the training set between epochs (e.g. to fit a post-hoc rotation or refresh
+    a code bank). Item i of `train`, `train_eval` and `retrieval` is the same pair (the training set is the first
+    part of the database).
+    """
 
     table: PairTable
     split: Split
     train: PairDataset
     query: PairDataset
     retrieval: PairDataset
+    train_eval: PairDataset
 
     @property
     def num_classes(self) -> int:
@@ -63,7 +70,8 @@ def load_table(info: DatasetInfo, data_dir: str | None, index_file: str | None =
 
 def build_datasets(table: PairTable, sizes: SplitSizes, image_size: int, max_words: int, train_kind: str,
                    eval_caption: str) -> DataBundle:
-    """Split the table and wrap each subset: training items draw a random caption, evaluation items `eval_caption`."""
+    """Split the table and wrap each subset: training items draw a random caption, evaluation items (query,
+    database and the training set's `train_eval` view) take `eval_caption`."""
     split = split_rows(len(table), sizes.query, sizes.train, sizes.seed)
     tokenizer = CaptionTokenizer(max_words)
     evaluate = eval_transform(image_size)
@@ -73,4 +81,5 @@ def build_datasets(table: PairTable, sizes: SplitSizes, image_size: int, max_wor
         train=PairDataset(table, split.train, train_transform(image_size, train_kind), tokenizer, "random"),
         query=PairDataset(table, split.query, evaluate, tokenizer, eval_caption),
         retrieval=PairDataset(table, split.retrieval, evaluate, tokenizer, eval_caption),
+        train_eval=PairDataset(table, split.train, evaluate, tokenizer, eval_caption),
     )

@@ -33,12 +33,29 @@ def test_every_subset_pickles_and_gives_the_same_items(demo_dir, tmp_path, cache
     data = build_datasets(load_pair_table(demo_dir), SplitSizes(query=8, train=16, seed=0), 32, 32, "flip", "first")
     if cached:
         attach_image_cache(data, tmp_path / "cache", "flip", 32, 0, build=True, wait=lambda: None, progress=False)
-    for subset in (data.train, data.query, data.retrieval):
+    for subset in (data.train, data.query, data.retrieval, data.train_eval):
         copy = pickle.loads(pickle.dumps(subset))
         torch.manual_seed(0)
         expected = subset[3]
         torch.manual_seed(0)
         assert same_item(copy[3], expected)
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_training_set_as_evaluation_items(demo_dir, tmp_path, cached):
+    """`train_eval`: the training pairs exactly as the database gives them (eval transform and caption; with the
+    image cache, from the cache), under the training labels."""
+    data = build_datasets(load_pair_table(demo_dir), SplitSizes(query=8, train=16, seed=0), 32, 32, "resize_crop",
+                          "first")
+    if cached:
+        attach_image_cache(data, tmp_path / "cache", "resize_crop", 32, 0, build=True, wait=lambda: None,
+                           progress=False)
+    assert len(data.train_eval) == len(data.train) == 16
+    assert torch.equal(data.train_eval.labels, data.train.labels)
+    for i in range(16):
+        item = data.train_eval[i]
+        assert same_item(item, data.retrieval[i])
+        assert item["image"].dtype == (torch.uint8 if cached else torch.float32)
 
 
 def test_one_epoch_with_spawn_loader_workers(demo_dir, tmp_path):
