@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dataset.catalog import DatasetInfo, SplitSizes
 from dataset.demo import ensure_demo
+from dataset.label_noise import LabelNoise
 from dataset.mat import PairTable, load_pair_table
 from dataset.pairs import PairDataset
 from dataset.splits import Split, split_rows
@@ -69,17 +70,24 @@ def load_table(info: DatasetInfo, data_dir: str | None, index_file: str | None =
 
 
 def build_datasets(table: PairTable, sizes: SplitSizes, image_size: int, max_words: int, train_kind: str,
-                   eval_caption: str) -> DataBundle:
+                   eval_caption: str, label_noise: LabelNoise | None = None) -> DataBundle:
     """Split the table and wrap each subset: training items draw a random caption, evaluation items (query,
-    database and the training set's `train_eval` view) take `eval_caption`."""
+    database and the training set's `train_eval` view) take `eval_caption`.
+
+    `label_noise` corrupts the labels of the training items only (`train` and `train_eval`); the database holds
+    the same pairs with their clean labels, and the query set is untouched.
+    """
     split = split_rows(len(table), sizes.query, sizes.train, sizes.seed)
     tokenizer = CaptionTokenizer(max_words)
     evaluate = eval_transform(image_size)
+    noise = label_noise or LabelNoise(0.0)
+    train_labels = noise.fixed_labels(table.labels[split.train], len(table), sizes.seed)
     return DataBundle(
         table=table,
         split=split,
-        train=PairDataset(table, split.train, train_transform(image_size, train_kind), tokenizer, "random"),
+        train=PairDataset(table, split.train, train_transform(image_size, train_kind), tokenizer, "random",
+                          labels=train_labels, batch_label_noise=noise.batch_noise()),
         query=PairDataset(table, split.query, evaluate, tokenizer, eval_caption),
         retrieval=PairDataset(table, split.retrieval, evaluate, tokenizer, eval_caption),
-        train_eval=PairDataset(table, split.train, evaluate, tokenizer, eval_caption),
+        train_eval=PairDataset(table, split.train, evaluate, tokenizer, eval_caption, labels=train_labels),
     )

@@ -45,6 +45,7 @@ from dataset.batch_sampler import GlobalBatchSampler
 from dataset.builder import DataBundle, build_datasets, load_table, resolve_split_sizes
 from dataset.catalog import resolve_dataset
 from dataset.image_cache import attach_image_cache
+from dataset.label_noise import LabelNoise
 from dataset.transforms import normalize_uint8
 from model.clip import CLIPBackbone, build_backbone
 from model.heads import DualHashModel, LinearTanhHead
@@ -100,7 +101,8 @@ class HashTrainer:
         seed_everything(self.split_sizes.seed + self.dist.rank)
         self.backbone: CLIPBackbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
         self.data: DataBundle = build_datasets(table, self.split_sizes, self.backbone.image_size, cfg.max_words,
-                                               cfg.train_transform, cfg.eval_caption)
+                                               cfg.train_transform, cfg.eval_caption,
+                                               LabelNoise(cfg.label_noise, cfg.label_noise_mode, cfg.label_noise_seed))
         self.num_workers = min(8, os.cpu_count() or 1) if cfg.num_workers is None else cfg.num_workers
         if cfg.image_cache:
             folder = Path(cfg.cache_dir or Path(cfg.data_dir or self.dataset_info.default_dir) / "cache")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataset.catalog import PROTOCOLS
+from dataset.label_noise import NOISE_MODES
 from dataset.pairs import CAPTION_CHOICES
 from dataset.transforms import TRAIN_TRANSFORMS
 from model.clip import BACKBONES
@@ -43,6 +44,12 @@ class BaseConfig(ConfigBase):
     image_cache: bool = option(False, "keep decoded, resized images in a uint8 memory-mapped file (built on first "
                                       "use, reused by later runs; docs/performance.md)")
     cache_dir: str | None = option(None, "folder of the image cache (default <data-dir>/cache)")
+    label_noise: float = option(0.0, "fraction of the training items whose labels are corrupted, each losing one "
+                                     "class and gaining an absent one (RSH's noise model, docs/label-noise.md); "
+                                     "query and database labels stay clean")
+    label_noise_mode: str = option("fixed", "fixed: the noisy labels are drawn once, for the whole run; batch: "
+                                            "drawn afresh for every batch (RSH's training loop)", choices=NOISE_MODES)
+    label_noise_seed: int | None = option(None, "seed of the fixed label noise (default: the split seed)")
     # --- model
     backbone: str = option("ViT-B-32", "ViT-B-32 (weights from --clip-path), ViT-B-32-random (same architecture, random "
                                        "weights: benchmarks) or tiny (random init toy model)",
