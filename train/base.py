@@ -41,6 +41,7 @@ from torch import nn
 from dataset.builder import DataBundle, build_datasets, load_table, resolve_split_sizes
 from dataset.catalog import resolve_dataset
 from dataset.image_cache import attach_image_cache
+from dataset.label_noise import LabelNoise
 from dataset.transforms import normalize_uint8
 from model.clip import build_backbone
 from model.heads import DualHashModel, LinearTanhHead
@@ -287,7 +288,8 @@ class HashTrainer:
         seed_everything(cfg.train_seed + dist.rank)
         backbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
         self.data: DataBundle = build_datasets(table, self.split_sizes, backbone.image_size, cfg.max_words,
-                                               cfg.train_transform, cfg.eval_caption)
+                                               cfg.train_transform, cfg.eval_caption,
+                                               LabelNoise(cfg.label_noise, cfg.label_noise_mode, cfg.label_noise_seed))
         self.num_workers = worker_count(cfg.num_workers)
         if cfg.image_cache:
             folder = Path(cfg.cache_dir or Path(cfg.data_dir or self.dataset_info.default_dir) / "cache")
@@ -507,7 +509,8 @@ class HashTrainer:
                    "code_set": primary, "best": map_table(best, primary), "last": map_table(last, primary),
                    "best_epoch": self.history.best["epoch"], "best_per_direction": self.history.per_direction,
                    "epochs": self.epochs_done, "seed": self.cfg.seed, "train_seed": self.cfg.train_seed,
-                   "label_noise": getattr(self.cfg, "label_noise", 0.0), "chance_mAP": chance,
+                   "label_noise": self.cfg.label_noise,
+                   "label_noise_mode": self.cfg.label_noise_mode, "chance_mAP": chance,
                    "best_details": best[primary], "last_details": last[primary]}
         if len(best) > 1:
             summary["code_sets"] = {name: {"best": map_table(best, name), "last": map_table(last, name),
