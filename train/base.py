@@ -507,13 +507,15 @@ class HashTrainer:
         best, last, primary = self.history.best["results"], self.history.last, self.primary_code_set
         summary = {"method": self.name, "dataset": self.dataset_info.name, "bits": self.cfg.output_dim,
                    "code_set": primary, "best": map_table(best, primary), "last": map_table(last, primary),
-                   "best_epoch": self.history.best["epoch"], "best_per_direction": self.history.per_direction,
+                   "best_epoch": self.history.best["epoch"],
+                   "best_per_direction": self.history.per_direction.get(primary, {}),
                    "epochs": self.epochs_done, "seed": self.cfg.seed, "train_seed": self.cfg.train_seed,
                    "label_noise": self.cfg.label_noise,
                    "label_noise_mode": self.cfg.label_noise_mode, "chance_mAP": chance,
                    "best_details": best[primary], "last_details": last[primary]}
         if len(best) > 1:
             summary["code_sets"] = {name: {"best": map_table(best, name), "last": map_table(last, name),
+                                           "best_per_direction": self.history.per_direction.get(name, {}),
                                            "best_details": best[name], "last_details": last[name]}
                                     for name in best}
         return summary
