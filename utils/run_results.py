@@ -31,7 +31,7 @@ NOT_SETTINGS = frozenset({
     "dataset", "output_dim", "train_seed", "data_dir", "data_root", "index_file", "caption_file", "label_file",
     "numclass", "cache_dir", "image_cache", "clip_path", "num_workers", "prefetch_factor", "device",
     "eval_batch_size", "map_k", "save_dir", "result_dir", "resume", "test", "pretrained", "keep_last", "save_best",
-    "progress",
+    "progress", "overwrite", "method",
 })
 NOT_SETTINGS_PREFIXES = ("tensorboard",)
 _ABSENT = object()
