@@ -24,7 +24,6 @@ from dataset.catalog import DATASETS
 from utils.errors import UserError
 
 SELECTIONS = ("sum", "per-direction")
-DIRECTIONS = ("i2t", "t2i", "i2i", "t2t")
 # config.yaml keys that change neither what a run learns nor how it is scored (paths, workers, devices, logging),
 # and those a table shows on its own (dataset, bits, training seed).
 NOT_SETTINGS = frozenset({
