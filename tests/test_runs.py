@@ -248,3 +248,14 @@ def test_tensorboard_missing_is_one_line(demo, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     assert run(demo, tmp_path / "run", "--tensorboard") == 2
     one_line_error(capsys, "pip install tensorboard")
+
+
+def test_patience_stops_after_evaluations_without_a_new_best(demo, tmp_path, monkeypatch):
+    trainer_cls = load_method("_template")
+    scores = iter([1.0, 0.5, 0.4, 0.3])
+    monkeypatch.setattr(trainer_cls, "selection_score", lambda self, results: next(scores))
+    folder = tmp_path / "run"
+    assert run(demo, folder, "--epochs", "4", "--eval-every", "1", "--patience", "2") == 0
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["epochs"] == 3 and summary["best_epoch"] == 1  # epochs 2 and 3 brought nothing new
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3

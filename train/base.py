@@ -184,6 +184,14 @@ class HashTrainer:
         primary = results[self.primary_code_set]
         return primary["i2t"]["mAP"] + primary["t2i"]["mAP"]
 
+    def should_stop(self) -> bool:
+        """Called after each evaluation (main process; the answer reaches every process): end training early.
+
+        Default: `--patience N` evaluations in a row without a new best by `selection_score`.
+        """
+        patience = self.cfg.patience
+        return patience > 0 and self.history.evaluations_since(self.history.best["epoch"]) >= patience
+
     def extra_state(self) -> dict[str, Any]:
         """Method state that is neither in the model, the criterion nor an optimizer (checkpointed)."""
         return {}

@@ -76,6 +76,7 @@ class BaseConfig(ConfigBase):
     # --- evaluation
     eval_every: int = option(1, "evaluate every N epochs (and after the last)", aliases=("--valid-freq",))
     eval_batch_size: int = option(256, "batch size for encoding the query and database sets")
+    patience: int = option(0, "stop when this many evaluations in a row bring no new best (0: train every epoch)")
     map_k: int | None = option(None, "also report mAP@K (first min(K, R) relevant items, the repos' definition)")
     # --- run
     save_dir: str | None = option(None, "run folder (default result/<method>/<dataset>/<bits>/<timestamp>)")
@@ -102,7 +103,7 @@ class BaseConfig(ConfigBase):
         for name in ("query_num", "train_num", "map_k"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, value, "must be at least 1 (or left out for the default)")
-        for name in ("lr", "clip_lr", "weight_decay", "seed", "train_seed", "num_workers"):
+        for name in ("lr", "clip_lr", "weight_decay", "seed", "train_seed", "num_workers", "patience"):
             value = getattr(self, name)
             require(value is None or value >= 0, name, value, "must not be negative")
         require(0 <= self.warmup_proportion < 1, "warmup_proportion", self.warmup_proportion, "must lie in [0, 1)")

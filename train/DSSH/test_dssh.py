@@ -294,3 +294,17 @@ def test_one_optimization_step_moves_everything():
 def test_config_refuses_bad_values(options, flag):
     with pytest.raises(UserError, match=flag):
         DSSHConfig(**options)
+
+
+def test_early_stop_counts_evaluations_without_a_gain_in_either_direction():
+    from train.DSSH import Trainer
+    from train.testing import build_trainer
+
+    trainer = build_trainer(Trainer, num_classes=3, output_dim=8, patience=2, samples=4)
+    maps = [(0.5, 0.5), (0.6, 0.4), (0.55, 0.45), (0.58, 0.49), (0.59, 0.50)]
+    stops = []
+    for epoch, (i2t, t2i) in enumerate(maps, start=1):
+        results = {"8": {d: {"mAP": v} for d, v in (("i2t", i2t), ("t2i", t2i), ("i2i", 0.0), ("t2t", 0.0))}}
+        trainer.history.add(epoch, results, i2t + t2i)
+        stops.append(trainer.should_stop())
+    assert stops == [False, False, False, True, True]  # I->T's best at epoch 2, T->I's at 1: two evaluations after 2

@@ -32,7 +32,7 @@ class DSSHConfig(BaseConfig):
     epoch_lr_decay: float = option(0.01, "after every epoch all learning rates are multiplied by exp(-x) (the "
                                          "reference's ExponentialLR(gamma=exp(-0.01)); 0: off)")
 
-    defaults = {"epochs": 200, "batch_size": 128, "lr": 0.1, "clip_lr": 1e-3}
+    defaults = {"epochs": 200, "batch_size": 128, "lr": 0.1, "clip_lr": 1e-3, "patience": 10}
     # demo (tiny random-init CLIP): few vMF samples, t_total in steps (the base demo rates are the effective rates, as
     # for every method), 25 epochs (README, Demo)
     dataset_defaults = {"demo": dict(samples=10, schedule_unit="steps", epochs=25)}
@@ -71,6 +71,14 @@ class Trainer(HashTrainer):
             for group in optimizer.param_groups:
                 group["t_total"] = self.num_train * self.cfg.epochs
         return optimizer
+
+    def should_stop(self) -> bool:
+        """The reference's early stop: `--patience` evaluations in a row in which neither I->T nor T->I improved."""
+        if self.cfg.patience <= 0:
+            return False
+        bests = self.history.per_direction.get(self.primary_code_set, {}).get("mAP", {})
+        last_gain = max((bests[d]["epoch"] for d in ("i2t", "t2i") if d in bests), default=None)
+        return self.history.evaluations_since(last_gain) >= self.cfg.patience
 
     def on_epoch_end(self, epoch: int) -> None:
         """Exponential decay of every learning rate (kept in the optimizer state, so --resume continues it)."""
