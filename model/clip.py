@@ -198,7 +198,9 @@ def _load_torch_file(path: Path) -> dict[str, torch.Tensor]:
     if is_torchscript_archive(path):
         return read_torchscript_state_dict(path)
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         refused = refused_global(exc)
         if refused is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if is_torchscript_archive(path):
         raise UserError(f"{not_ours}: it is a TorchScript archive (CLIP weights go to --clip-path)")
     try:
-        payload = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. about the pickle protocol: the error below says what matters
+            payload = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         refused = refused_global(exc)
         if refused:
