@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from dataset.catalog import DATASETS
-from dataset.raw_common import Summary, filter_images, generator_parser, progress, require_dir, run_generator, \
-    write_output
+from dataset.raw_common import Summary, filter_images, generator_parser, output_folder, progress, require_dir, \
+    run_generator, write_output
 from utils.errors import UserError
 
 SPLITS = ("train2017", "val2017")
@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--coco-dir", required=True, help="folder of the official COCO 2017 download")
     parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to include, in order")
     args = parser.parse_args(argv)
+    save_dir = output_folder(args.save_dir)
     coco_dir = require_dir(Path(args.coco_dir), "COCO folder", "pass the folder holding annotations/ and train2017/")
     splits = [s for s in args.splits.split(",") if s]
     unknown = set(splits) - set(SPLITS)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         if unlabelled:
             summary.dropped[f"no instance annotation ({split})"] += unlabelled
     paths = [row[1] for row in rows]
-    keep = filter_images(paths, args.verify, args.strict, summary)
+    keep = filter_images(paths, args.verify, args.strict, summary, args.workers)
     rows = [row for row, ok in zip(rows, keep) if ok]
     if not rows:
         raise UserError(f"no usable COCO pairs in {coco_dir} (are the images under {coco_dir}/train2017?)")
@@ -133,7 +134,6 @@ def main(argv: list[str] | None = None) -> None:
         captions = [[one_caption(row[2], rng)] for row in rows]
     else:
         captions = [row[2] for row in rows]
-    save_dir = Path(args.save_dir)
     write_output(save_dir, [row[1] for row in rows], captions, labels, args.family, args.absolute_paths, "cells",
                  np.int64)
     print(summary.report(captions, labels, category_names(coco_dir, present[0]), save_dir))

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from dataset.catalog import DATASETS
-from dataset.raw_common import Summary, filter_images, generator_parser, read_lines, require_dir, require_file, \
-    run_generator, write_output
+from dataset.raw_common import Summary, filter_images, generator_parser, output_folder, read_lines, require_dir, \
+    require_file, run_generator, write_output
 from utils.errors import UserError
 
 INFO = DATASETS["nuswide"]
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="apply the reference's not-used-id.txt instead of the 'at least one of the 21 concepts' "
                              "rule (ids are row numbers + 2)")
     args = parser.parse_args(argv)
+    save_dir = output_folder(args.save_dir)
     root = require_dir(Path(args.root), "NUS-WIDE folder", "pass the folder of the unzipped download")
     image_dir = Path(args.image_dir) if args.image_dir else root / "Flickr"
     require_dir(image_dir, "NUS-WIDE image folder", "pass --image-dir, the folder holding the images' sub-folders")
@@ -96,12 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         summary.warnings[f"no tags, caption set to the placeholder {EMPTY_TAGS}"] += int(empty.sum())
     rows = np.flatnonzero(keep)
     paths = [str(image_dir / images[i]) for i in rows]
-    usable = filter_images(paths, args.verify, args.strict, summary)
+    usable = filter_images(paths, args.verify, args.strict, summary, args.workers)
     rows = rows[usable]
     if not len(rows):
         raise UserError(f"no usable NUS-WIDE pairs (images expected under {image_dir})")
     captions = [captions[i] for i in rows]
-    save_dir = Path(args.save_dir)
     write_output(save_dir, [str(image_dir / images[i]) for i in rows], captions, labels[rows], args.family,
                  args.absolute_paths, "txt", np.int8)
     print(summary.report(captions, labels[rows], CONCEPTS, save_dir))
