@@ -46,13 +46,15 @@ def test_a_resume_checkpoint_loads_with_weights_only(tmp_path):
 
 def test_save_refuses_what_weights_only_cannot_load(tmp_path):
     with pytest.raises(TypeError, match="numpy"):
-        save_checkpoint({"method": "M", "model": {}, "extra": {"bank": np.zeros(3)}}, tmp_path / "best.pt")
+        save_checkpoint({"method": "M", "config": {}, "model": {}, "extra": {"bank": np.zeros(3)}},
+                        tmp_path / "best.pt")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_pickle_that_runs_code_is_refused(tmp_path):
     target = tmp_path / "created"
-    torch.save({"format": FORMAT, "method": "M", "model": {"w": CreatesADirectory(target)}}, tmp_path / "best.pt")
+    torch.save({"format": FORMAT, "method": "M", "config": {}, "model": {"w": CreatesADirectory(target)}},
+               tmp_path / "best.pt")
     with pytest.raises(UserError, match="mkdir") as error:
         load_checkpoint(tmp_path / "best.pt")
     assert not target.exists() and "\n" not in str(error.value)
@@ -61,9 +63,9 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ([1, 2], "not a checkpoint of this framework"),
     ({"weight": torch.zeros(2)}, "not a checkpoint of this framework"),
-    ({"format": FORMAT, "method": "M"}, "no model entry"),
-    ({"format": FORMAT, "method": "M", "model": torch.zeros(2)}, "not a state dict"),
-    ({"format": FORMAT, "method": "M", "model": {}, "optimizers": []}, "no scaler, rng"),
+    ({"format": FORMAT, "method": "M", "config": {}}, "no model entry"),
+    ({"format": FORMAT, "method": "M", "config": {}, "model": torch.zeros(2)}, "not a dict"),
+    ({"format": FORMAT, "method": "M", "config": {}, "model": {}, "optimizers": []}, "no scaler, rng"),
 ])
 def test_wrong_contents_are_one_line_errors(tmp_path, content, message):
     torch.save(content, tmp_path / "best.pt")

@@ -21,7 +21,7 @@ from utils.errors import UserError
 
 FORMAT = "clip-hashing-checkpoint-v1"
 # Entries every checkpoint has; a last.pt (it has "optimizers") also has RESUME_KEYS.
-REQUIRED_KEYS = ("method", "model")
+REQUIRED_KEYS = ("method", "config", "model")
 RESUME_KEYS = ("optimizers", "scaler", "rng", "best", "last_results", "epochs_done", "global_step", "extra")
 
 
@@ -78,8 +78,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(not_ours)
     required = REQUIRED_KEYS + (RESUME_KEYS if "optimizers" in payload else ())
     missing = [key for key in required if key not in payload]
-    if missing or not isinstance(payload["model"], dict):
-        what = f"no {', '.join(missing)} entry" if missing else "a model entry that is not a state dict"
+    if missing or not isinstance(payload["model"], dict) or not isinstance(payload["config"], dict):
+        what = f"no {', '.join(missing)} entry" if missing else "a model or config entry that is not a dict"
         raise UserError(f"{path} is a damaged checkpoint ({what}); use another best.pt / last.pt")
     return payload
 
