@@ -25,7 +25,8 @@ def test_utf8_caption_txt_with_a_byte_order_mark(tmp_path):
 def test_a_non_utf8_yaml_config_is_refused_with_offset(tmp_path):
     path = tmp_path / "config.yaml"
     path.write_bytes(b"epochs: 2\n# r\xe9sum\xe9\n")
-    with pytest.raises(UserError, match=r"config file .*config.yaml is not UTF-8 text: byte 0xe9 at offset 13 \(line 2\)"):
+    with pytest.raises(UserError, match=r"config file .*config.yaml is not UTF-8 text: byte 0xe9 at offset 13 "
+                                        r"\(line 2\)"):
         read_yaml_config(str(path), BaseConfig)
     path.write_bytes("epochs: 2\n# résumé\n".encode("utf-8"))
     assert read_yaml_config(str(path), BaseConfig) == {"epochs": 2}
