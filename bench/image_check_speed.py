@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from data_speed import write_jpeg_dataset  # noqa: E402
+from bench.data_speed import write_jpeg_dataset  # noqa: E402
 from dataset.raw_common import image_problems  # noqa: E402
 
 

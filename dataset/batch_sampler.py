@@ -13,9 +13,10 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     The order is `torch.randperm(num_items)` from a generator seeded `seed * 1000 + epoch`, cut into consecutive
     global batches (the last one may be smaller): exactly the batches a shuffling single-process DataLoader
-    gave with that generator before this sampler existed, so earlier runs reproduce. Under torchrun rank r takes the r-th of `world_size` near-equal contiguous parts of every global
-    batch, so the processes together see the single-process batches item for item, and their rows gathered in
-    rank order are the single-process batch in its order. A last global batch with fewer items than processes
+    gave with that generator before this sampler existed, so earlier runs reproduce. Under torchrun rank r takes
+    the r-th of `world_size` near-equal contiguous parts of every global batch, so the processes together see the
+    single-process batches item for item, and their rows gathered in rank order are the single-process batch in
+    its order. A last global batch with fewer items than processes
     is dropped under torchrun (a process would get none).
     """
 

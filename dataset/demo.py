@@ -252,12 +252,6 @@ def ensure_demo(save_dir: str | Path, num_items: int = 2500, progress: bool = Tr
     return generate_demo(save_dir, num_items, seed=marker.get("seed", 0) if marker else 0, progress=progress)
 
 
-def chance_map(labels: np.ndarray, query_rows: np.ndarray, database_rows: np.ndarray) -> float:
-    """Mean over queries of the fraction of relevant database items: the mAP of a random ranking."""
-    relevant = (labels[query_rows] @ labels[database_rows].T) > 0
-    return float(relevant.mean(axis=1).mean())
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dataset.demo", description="Write the synthetic demo dataset.")
     parser.add_argument("--save-dir", default="dataset/demo")

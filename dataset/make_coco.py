@@ -16,8 +16,16 @@ from pathlib import Path
 import numpy as np
 
 from dataset.catalog import DATASETS
-from dataset.raw_common import Summary, filter_images, generator_parser, output_folder, progress, require_dir, \
-    run_generator, write_output
+from dataset.raw_common import (
+    Summary,
+    filter_images,
+    generator_parser,
+    output_folder,
+    progress,
+    require_dir,
+    run_generator,
+    write_output,
+)
 from utils.errors import UserError
 
 SPLITS = ("train2017", "val2017")

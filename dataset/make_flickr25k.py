@@ -16,8 +16,17 @@ from pathlib import Path
 import numpy as np
 
 from dataset.catalog import DATASETS
-from dataset.raw_common import Summary, filter_images, generator_parser, output_folder, progress, read_lines, \
-    require_dir, run_generator, write_output
+from dataset.raw_common import (
+    Summary,
+    filter_images,
+    generator_parser,
+    output_folder,
+    progress,
+    read_lines,
+    require_dir,
+    run_generator,
+    write_output,
+)
 from utils.errors import UserError
 
 INFO = DATASETS["flickr25k"]

@@ -15,8 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from dataset.catalog import DATASETS
-from dataset.raw_common import Summary, filter_images, generator_parser, output_folder, read_lines, require_dir, \
-    require_file, run_generator, write_output
+from dataset.raw_common import (
+    Summary,
+    filter_images,
+    generator_parser,
+    output_folder,
+    read_lines,
+    require_dir,
+    require_file,
+    run_generator,
+    write_output,
+)
 from utils.errors import UserError
 
 INFO = DATASETS["nuswide"]

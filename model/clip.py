@@ -1,7 +1,7 @@
 """CLIP backbone over open_clip: OpenAI checkpoints, short text, pooled and token outputs.
 
 `CLIPBackbone` wraps an open_clip `CLIP` model without changing its parameters, so state dicts
-stay interchangeable with OpenAI's `ViT-B-32.pt`. What it adds (shared/specs/backbone.md):
+stay interchangeable with OpenAI's `ViT-B-32.pt`. What it adds (docs/backbone.md):
 
 * text of `max_words` (32) tokens: the positional table is sliced and the causal mask built for
   the actual length at forward time, exactly as the hashing repos do;

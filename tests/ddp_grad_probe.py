@@ -17,6 +17,7 @@ def main() -> None:
     out, argv = sys.argv[1], sys.argv[2:]
     trainer_cls, cfg = parse_config(argv)
     trainer = trainer_cls(cfg)
+    trainer.setup()
     trainer.model.train()
     for module in trainer.model.modules():  # dropout masks depend on each process's random stream
         if isinstance(module, torch.nn.Dropout):

@@ -29,8 +29,8 @@ def resume_payload() -> dict:
     return {"method": "M", "config": {"epochs": 2, "lr": 1e-3, "milestones": [1, 2], "name": None},
             "epochs_done": 1, "global_step": 4, "model": model.state_dict(), "extra": {"centers": torch.ones(2)},
             "optimizers": [optimizer.state_dict()], "scaler": torch.amp.GradScaler("cpu", enabled=False).state_dict(),
-            "rng": rng_state(), "best": {"score": -float("inf"), "epoch": None, "results": None},
-            "last_results": {"64": {"i2t": {"mAP": 0.5}}}}
+            "rng": rng_state(), "facts": {"num_classes": 3, "class_names": None},
+            "history": {"best": {"score": -float("inf"), "epoch": None}, "last": {"64": {"i2t": {"mAP": 0.5}}}}}
 
 
 def test_a_resume_checkpoint_loads_with_weights_only(tmp_path):
@@ -38,7 +38,7 @@ def test_a_resume_checkpoint_loads_with_weights_only(tmp_path):
     np.random.normal()  # NumPy keeps a cached Gaussian: part of the state
     save_checkpoint(resume_payload(), tmp_path / "last.pt")
     torch.load(tmp_path / "last.pt", weights_only=True)
-    payload = load_checkpoint(tmp_path)
+    payload = load_checkpoint(tmp_path, require=("optimizers", "rng"))
     expected = (random.random(), np.random.normal(), np.random.rand(), torch.rand(1).item())
     set_rng_state(payload["rng"])
     assert (random.random(), np.random.normal(), np.random.rand(), torch.rand(1).item()) == expected
@@ -65,12 +65,13 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
     ({"weight": torch.zeros(2)}, "not a checkpoint of this framework"),
     ({"format": FORMAT, "method": "M", "config": {}}, "no model entry"),
     ({"format": FORMAT, "method": "M", "config": {}, "model": torch.zeros(2)}, "not a dict"),
-    ({"format": FORMAT, "method": "M", "config": {}, "model": {}, "optimizers": []}, "no scaler, rng"),
+    ({"format": FORMAT, "method": "M", "config": {}, "model": {}, "optimizers": []}, "no scaler, rng entry"),
 ])
 def test_wrong_contents_are_one_line_errors(tmp_path, content, message):
-    torch.save(content, tmp_path / "best.pt")
+    torch.save(content, tmp_path / "last.pt")
+    require = ("optimizers", "scaler", "rng") if isinstance(content, dict) and "optimizers" in content else ()
     with pytest.raises(UserError, match=message) as error:
-        load_checkpoint(tmp_path / "best.pt")
+        load_checkpoint(tmp_path / "last.pt", require=require)
     assert "\n" not in str(error.value)
 
 

@@ -9,8 +9,8 @@ from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from dataset.text import CaptionTokenizer, padding_mask
-from model.clip import build_backbone, build_tiny_clip, convert_checkpoint, load_clip, main as clip_main, \
-    read_clip_state_dict
+from model.clip import build_backbone, build_tiny_clip, convert_checkpoint, load_clip, read_clip_state_dict
+from model.clip import main as clip_main
 from model.torchscript import read_torchscript_state_dict
 from utils.errors import UserError
 

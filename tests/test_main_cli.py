@@ -11,10 +11,11 @@ import yaml
 
 import main
 from dataset.catalog import DATASETS
-from dataset.demo import chance_map, draw_item, generate_demo
+from dataset.demo import draw_item, generate_demo
 from dataset.splits import split_rows
-from train.base import HashTrainer
+from train import loop
 from train.registry import available_methods
+from utils.metrics import chance_map
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--dataset", "demo", "--query-num", "16", "--train-num", "48", "--batch-size", "16", "--no-progress"]
@@ -83,17 +84,17 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(small_demo, t
     flags = ["--method", "_template", "--data-dir", str(small_demo), "--epochs", "2", "--eval-every", "1", *SMALL]
     assert main.main([*flags, "--save-dir", str(tmp_path / "straight")]) == 0
 
-    original = HashTrainer.train_epoch
+    original = loop.train_epoch
 
-    def stop_in_second_epoch(self, epoch):
+    def stop_in_second_epoch(trainer, epoch, board=None):
         if epoch == 1:
             raise KeyboardInterrupt
-        return original(self, epoch)
+        return original(trainer, epoch, board)
 
-    monkeypatch.setattr(HashTrainer, "train_epoch", stop_in_second_epoch)
+    monkeypatch.setattr(loop, "train_epoch", stop_in_second_epoch)
     assert main.main([*flags, "--save-dir", str(tmp_path / "cut")]) == 130
     assert (tmp_path / "cut" / "last.pt").is_file() and not (tmp_path / "cut" / "summary.json").exists()
-    monkeypatch.setattr(HashTrainer, "train_epoch", original)
+    monkeypatch.setattr(loop, "train_epoch", original)
     assert main.main([*flags, "--save-dir", str(tmp_path / "cut"), "--resume", str(tmp_path / "cut")]) == 0
 
     straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
@@ -121,7 +122,7 @@ def test_demo_chance_level_is_at_most_0_35():
     labels = np.stack([draw_item(rng)[2] for _ in range(2500)]).astype(np.float64)
     sizes = DATASETS["demo"].protocols["standard"]
     split = split_rows(len(labels), sizes.query, sizes.train, sizes.seed)
-    assert chance_map(labels, split.query, split.retrieval) <= 0.35
+    assert chance_map(labels[split.query], labels[split.retrieval]) <= 0.35
 
 
 def test_concurrent_demo_generation_waits_for_the_first_writer(tmp_path):

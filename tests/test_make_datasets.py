@@ -12,7 +12,8 @@ from PIL import Image
 
 from dataset.make_coco import main as make_coco
 from dataset.make_flickr25k import main as make_flickr
-from dataset.make_nuswide import CONCEPTS, main as make_nuswide
+from dataset.make_nuswide import CONCEPTS
+from dataset.make_nuswide import main as make_nuswide
 from dataset.mat import load_pair_table
 from utils.errors import UserError
 

@@ -10,11 +10,22 @@ import pytest
 import scipy.io as sio
 import torch
 
-from utils.metrics import (evaluate_codes, hamming_distance, map_bounds, mean_average_precision, ndcg_at_k,
-                           pr_curve_by_radius, precision_at_n, rank_stats, tie_aware_map, to_binary_codes,
-                           topn_grid, topn_precision_curve)
+from utils.metrics import (
+    evaluate_codes,
+    hamming_distance,
+    map_bounds,
+    mean_average_precision,
+    ndcg_at_k,
+    pr_curve_by_radius,
+    precision_at_n,
+    rank_stats,
+    tie_aware_map,
+    to_binary_codes,
+    topn_grid,
+    topn_precision_curve,
+)
 
-# ---------------------------------------------------------------- the worked example (section 12)
+# ---------------------------------------------------------------- the worked example (docs/evaluation.md)
 Q = np.array([[1, 1, 1, 1]])
 QL = np.array([[1, 0, 1]])
 R = np.array([[-1, 1, 1, 1], [1, 1, 1, 1], [-1, -1, 1, 1], [1, -1, 1, 1], [-1, -1, -1, 1], [1, 1, -1, 1]])

@@ -1,4 +1,4 @@
-"""BertAdam and its schedules against the spec's fixture and a naive re-implementation."""
+"""BertAdam and its schedules against the reference's values (docs/backbone.md) and a naive re-implementation."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""Split protocol regression values (docs/datasets.md section 5) and invariants."""
+"""Split protocol regression values (docs/datasets.md, Splits) and invariants."""
 import numpy as np
 import pytest
 

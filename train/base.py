@@ -1,68 +1,64 @@
-"""HashTrainer: everything that is the same for all methods.
+"""HashTrainer: the hooks a method overrides, and the run that ties the engine parts together.
 
-A method subclasses `HashTrainer`, sets `Config` (its dataclass of options), `name` and `paper`,
-and overrides only what differs (docs/architecture.md lists the hooks):
+A method subclasses `HashTrainer`, sets `Config` (its dataclass of options), `name` and `paper`, and overrides
+only what differs (docs/architecture.md lists the hooks):
 
-    build_model()          the network (default: CLIP + one linear-tanh head per modality)
-    build_criterion()      the loss; an nn.Module's parameters and buffers are checkpointed
-    param_groups()         BertAdam groups (default: backbone at clip_lr, the rest of the model at lr)
-    extra_optimizers()     optimizers for parts outside BertAdam (e.g. proxies with SGD)
-    training_step(batch)   -> {"loss": tensor, **logs}; the only required override
-    before_optimizer_step() e.g. a global gradient clip
-    on_epoch_start/end(epoch), before_evaluation(), after_evaluation()
-    encode(batch)          -> {code_set_name: (image_codes, text_codes)} as ±1
-    distance()             None (Hamming) or a callable for other code formats
-    selection_score(results)  which evaluation is "best"
+    build_model()            the network (default: CLIP + one Linear-Dropout-tanh head per modality)
+    build_criterion()        the loss; an nn.Module's parameters and buffers are checkpointed
+    param_groups()           BertAdam groups (default: backbone at clip_lr, the rest of the model at lr)
+    extra_optimizers()       optimizers for parts outside BertAdam (e.g. proxies with SGD)
+    training_step(batch)     -> {"loss": tensor, **logs}; the only required override
+    optimization_step(batch) the whole step, for methods with several backward passes (use backward/step)
+    on_before_optimizer_step(), on_epoch_start(epoch), on_epoch_end(epoch),
+    on_evaluation_start(), on_evaluation_end()
+    encode(batch)            -> {code_set_name: (image_codes, text_codes)} as ±1
+    distance()               None (Hamming) or a callable for other code formats
+    selection_score(results) which evaluation is "best"
     extra_state()/load_extra_state()  state that is neither a module nor an optimizer
 
-and may call `global_batch(*tensors)` in `training_step`: under torchrun it gathers the outputs and labels
-of the whole global batch (differentiably), so a loss over pairs or triplets of the batch is the loss of
-one process; without torchrun it returns its arguments.
+and calls `global_batch(*tensors)` in `training_step` before an in-batch loss: under torchrun it gathers the
+outputs and labels of the whole global batch (differentiably), so the loss is the loss of one process.
+`distributed` declares how the method behaves under torchrun.
 
-The base owns data loading, the training loop, evaluation on the query/database split, the best
-and last checkpoints, --resume, --test, logging and the run folder's files.
+Construction is cheap (it stores the config). `run()` does the work: `setup()` (processes, data, backbone,
+then `build_parts()`: model, loss, optimizers), the training loop (train/loop.py), evaluation
+(train/evaluator.py) and the run folder's files (train/run_folder.py). Tests build a trainer's parts on a
+stub backbone without data through `train.testing.build_trainer`.
 """
 from __future__ import annotations
 
 import contextlib
-import json
-import math
-import os
 import time
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import numpy as np
-import scipy.io as sio
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
-from dataset.batch_sampler import GlobalBatchSampler
 from dataset.builder import DataBundle, build_datasets, load_table, resolve_split_sizes
 from dataset.catalog import resolve_dataset
 from dataset.image_cache import attach_image_cache
 from dataset.transforms import normalize_uint8
-from model.clip import CLIPBackbone, build_backbone
+from model.clip import build_backbone
 from model.heads import DualHashModel, LinearTanhHead
 from train.config import BaseConfig
-from utils.checkpoint import load_checkpoint, save_checkpoint
-from utils.config import write_yaml_config
-from utils.distributed import setup_distributed, sync_batchnorm
+from train.data import DataFacts, loader_options, train_loader, worker_count
+from train.evaluator import Batch, Codes, CodeSets, Evaluator
+from train.history import EvaluationHistory, Results, format_result_table, map_table
+from train.optimization import Optimization
+from train.run_folder import RunFolder
+from utils.checkpoint import load_checkpoint
+from utils.distributed import DistContext, requested_world_size, setup_distributed, sync_batchnorm, teardown_distributed
 from utils.errors import UserError
-from utils.logs import get_logger, log_to_file
-from utils.metrics import evaluate_codes, to_binary_codes
+from utils.logs import get_logger
+from utils.metrics import chance_map, to_binary_codes
 from utils.optim import BertAdam
 from utils.plots import plot_pr_curves
 from utils.seed import rng_state, seed_everything, set_rng_state
 
-DIRECTIONS = ("i2t", "t2i", "i2i", "t2t")
-Batch = dict[str, Any]
-CodeSets = dict[str, tuple[torch.Tensor, torch.Tensor]]
-Results = dict[str, dict[str, dict[str, float]]]  # code set -> direction -> metric -> value
+DISTRIBUTED_MODES = ("exact", "local", "unsupported")
 
 
 class _StepModule(nn.Module):
@@ -84,56 +80,29 @@ class HashTrainer:
     Config: ClassVar[type[BaseConfig]] = BaseConfig
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    # Under torchrun: "exact" (every loss term sees the gathered global batch: N processes train like one;
+    # tested with two processes), "local" (runs, but some terms see only each process's batch: the method's
+    # README says which and why), or "unsupported" (refused before any setup). `distributed_note` says why.
+    distributed: ClassVar[str] = "exact"
+    distributed_note: ClassVar[str] = ""
 
     def __init__(self, cfg: BaseConfig):
         self.cfg = cfg
         self.log = get_logger()
-        self.dist = setup_distributed(cfg.device)
-        self.device = self.dist.device
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN time its conv algorithms once
-        self.dataset_info = resolve_dataset(cfg.dataset)
-        self.split_sizes = resolve_split_sizes(self.dataset_info, cfg.split, cfg.query_num, cfg.train_num, cfg.seed)
-        self._check_precision()
-        table = load_table(self.dataset_info, cfg.data_dir, cfg.index_file, cfg.caption_file, cfg.label_file,
-                           cfg.data_root, cfg.numclass, progress=cfg.progress and self.dist.is_main)
-        seed_everything(self.split_sizes.seed + self.dist.rank)
-        self.backbone: CLIPBackbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
-        self.data: DataBundle = build_datasets(table, self.split_sizes, self.backbone.image_size, cfg.max_words,
-                                               cfg.train_transform, cfg.eval_caption)
-        self.num_workers = min(8, os.cpu_count() or 1) if cfg.num_workers is None else cfg.num_workers
-        if cfg.image_cache:
-            folder = Path(cfg.cache_dir or Path(cfg.data_dir or self.dataset_info.default_dir) / "cache")
-            attach_image_cache(self.data, folder, cfg.train_transform, self.backbone.image_size, self.num_workers,
-                               build=self.dist.is_main, wait=self.dist.barrier, progress=cfg.progress and self.dist.is_main)
-        self.num_classes = self.data.num_classes
-        self.num_train = len(self.data.train)
-        self.train_labels = self.data.train.labels.to(self.device)
-        self.model = self.build_model().to(self.device)
-        criterion = self.build_criterion()
-        self.criterion = criterion.to(self.device) if isinstance(criterion, nn.Module) else criterion
-        self.train_loader = self._train_loader()
-        self.steps_per_epoch = len(self.train_loader)
-        self.optimizer = self.build_optimizer()
-        self.optimizers: list[torch.optim.Optimizer] = [self.optimizer, *self.extra_optimizers()]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
-        self.step_module: nn.Module = _StepModule(self)
-        if self.dist.enabled:
-            self.step_module = sync_batchnorm(self.step_module, self.device)  # BatchNorm over the global batch
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids,
-                                                                   find_unused_parameters=True)
         self.epochs_done = 0
         self.global_step = 0
-        self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "results": None}
-        self.last_results: Results | None = None
-        self.run_dir: Path | None = None
+        self.history = EvaluationHistory(self.primary_code_set, self._per_direction_metrics())
+        self.run_folder: RunFolder | None = None
 
     # ============================================================== hooks for methods
     def build_model(self) -> nn.Module:
-        """CLIP with `Linear(D, bits) -> Dropout(0.2) -> tanh` per modality; forward(images, texts) -> (img, txt)."""
-        dim, bits = self.backbone.embed_dim, self.cfg.output_dim
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits), LinearTanhHead(dim, bits))
+        """CLIP with `Linear(D, bits) -> Dropout -> tanh` per modality (`--head-init`, `--head-dropout`)."""
+        return DualHashModel(self.backbone, self.default_head(), self.default_head())
+
+    def default_head(self) -> LinearTanhHead:
+        """One default hash head: `Linear(D, bits) -> Dropout(--head-dropout) -> tanh`, `--head-init` weights."""
+        return LinearTanhHead(self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_dropout,
+                              init=self.cfg.head_init)
 
     def build_criterion(self) -> nn.Module | Callable | None:
         """The loss. Learnable parts (proxies, label networks...) belong here: they are checkpointed."""
@@ -162,15 +131,24 @@ class HashTrainer:
         """Forward and loss of one batch: `{"loss": scalar tensor, **other values to log}`."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_step")
 
-    def global_batch(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """This step's rows of every process, in rank order (differentiable; the identity in one process).
+    def optimization_step(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Zero grads, run `training_step` (under DDP/autocast), backward, step every optimizer.
 
-        Call it on the model outputs and labels before an in-batch loss: the gradients then equal those
-        of one process holding the whole --batch-size (tests/test_distributed.py).
+        A loss without gradient (e.g. no valid triplet in the batch) skips backward and the steps. A method
+        with several backward passes overrides this with `zero_grad`, `backward`, `unscale_gradients`, `step`.
         """
-        return self.dist.gather_batch(*tensors)
+        self.zero_grad()
+        with self.autocast():
+            out = self.step_module(batch)
+        loss = out["loss"]
+        if torch.is_tensor(loss) and loss.requires_grad:
+            self.backward(loss)
+            self.unscale_gradients()
+            self.on_before_optimizer_step()
+            self.step()
+        return out
 
-    def before_optimizer_step(self) -> None:
+    def on_before_optimizer_step(self) -> None:
         """Called after backward, before the optimizers step (gradients are unscaled)."""
 
     def on_epoch_start(self, epoch: int) -> None:
@@ -179,10 +157,10 @@ class HashTrainer:
     def on_epoch_end(self, epoch: int) -> None:
         """Called after each training epoch (0-based), before any evaluation."""
 
-    def before_evaluation(self) -> None:
+    def on_evaluation_start(self) -> None:
         """Called before the query and database sets are encoded (the model is in eval mode)."""
 
-    def after_evaluation(self) -> None:
+    def on_evaluation_end(self) -> None:
         """Called after both sets are encoded, before the model returns to train mode."""
 
     def encode(self, batch: Batch) -> CodeSets:
@@ -211,45 +189,25 @@ class HashTrainer:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
 
-    # ================================================================= data loading
-    def _train_loader(self) -> DataLoader:
-        """Shuffled global batches of --batch-size; under torchrun each process loads its share of every one."""
-        if self.cfg.batch_size < self.dist.world_size:
-            raise UserError(f"--batch-size {self.cfg.batch_size} is smaller than the {self.dist.world_size} processes")
-        sampler = GlobalBatchSampler(len(self.data.train), self.cfg.batch_size, self.dist.rank, self.dist.world_size,
-                                     seed=self.split_sizes.seed)
-        # the generator (re-seeded every epoch like the sampler) gives the workers' seeds
-        return DataLoader(self.data.train, batch_sampler=sampler, pin_memory=self.device.type == "cuda",
-                          persistent_workers=self.num_workers > 0, generator=torch.Generator(),
-                          **self._worker_options())
+    # ============================================================== helpers for methods
+    def global_batch(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """This step's rows of every process, in rank order (differentiable; the identity in one process).
 
-    def eval_loader(self, dataset) -> tuple[DataLoader, np.ndarray]:
-        """Sequential loader over this process's share of `dataset` (all of it without torchrun), and the rows."""
-        rows = self.dist.shard(len(dataset))
-        loader = DataLoader(Subset(dataset, rows.tolist()), batch_size=self.cfg.eval_batch_size, shuffle=False,
-                            pin_memory=self.device.type == "cuda", **self._worker_options())
-        return loader, rows
+        Call it on the model outputs and labels before an in-batch loss: the gradients then equal those
+        of one process holding the whole --batch-size (tests/test_distributed.py).
+        """
+        return self.dist.gather_batch(*tensors)
 
-    def _worker_options(self) -> dict[str, Any]:
-        if self.num_workers == 0:
-            return {"num_workers": 0}
-        return {"num_workers": self.num_workers, "prefetch_factor": self.cfg.prefetch_factor}
+    def step_generator(self, stream: int = 0) -> torch.Generator:
+        """A generator on the training device seeded from the training seed, the global step and `stream`.
 
-    def _progress_disabled(self) -> bool | None:
-        """tqdm's `disable`: off when asked or on other ranks; None lets tqdm hide bars when not on a terminal."""
-        return None if self.cfg.progress and self.dist.is_main else True
-
-    def to_device(self, batch: Batch) -> Batch:
-        """The batch on the training device; uint8 images (from the image cache) are normalised there."""
-        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        if batch["image"].dtype == torch.uint8:
-            batch["image"] = normalize_uint8(batch["image"])
-        return batch
-
-    # ================================================================ precision
-    def _check_precision(self) -> None:
-        if self.cfg.precision == "fp16" and self.dist.device.type != "cuda":
-            raise UserError("--precision fp16 needs a CUDA GPU; use fp32 (or bf16) on the CPU")
+        Under torchrun every process draws the same values (random parts of a loss computed on the gathered batch,
+        such as flipped bits or sampled codes, then agree); the draws differ from step to step and are restored
+        exactly by --resume.
+        """
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(((self.cfg.train_seed or 0) * 1_000_003 + self.global_step) * 101 + stream)
+        return generator
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed-precision context for forward passes (a no-op for fp32)."""
@@ -258,88 +216,162 @@ class HashTrainer:
         dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    # ================================================================ training
-    def optimization_step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Zero grads, run `training_step` (under DDP/autocast), backward, step every optimizer.
+    def zero_grad(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Clear the gradients of `optimizers` (all when none is named)."""
+        self.optimization.zero_grad(*optimizers)
 
-        A loss without gradient (e.g. no valid triplet in the batch) skips backward and the steps.
-        """
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            out = self.step_module(batch)
-        loss = out["loss"]
-        if torch.is_tensor(loss) and loss.requires_grad:
-            self.scaler.scale(loss).backward()
-            for optimizer in self.optimizers:
-                self.scaler.unscale_(optimizer)
-            self.before_optimizer_step()
-            for optimizer in self.optimizers:
-                self.scaler.step(optimizer)
-            self.scaler.update()
-        return out
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of `loss` (scaled under fp16)."""
+        self.optimization.backward(loss)
 
-    def train_epoch(self, epoch: int) -> dict[str, float]:
-        """One pass over the training set; returns the epoch means of the logged values."""
-        self.model.train()
-        if isinstance(self.criterion, nn.Module):
-            self.criterion.train()
-        loader = self.train_loader
-        loader.batch_sampler.set_epoch(epoch)
-        loader.generator.manual_seed(self.split_sizes.seed * 1000 + epoch)
-        sums: dict[str, torch.Tensor] = {}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs}", leave=False,
-                   disable=self._progress_disabled())
-        for i, batch in enumerate(bar):
-            out = self.optimization_step(self.to_device(batch))
-            self.global_step += 1
-            for key, value in out.items():
-                value = value.detach().float() if torch.is_tensor(value) else torch.tensor(float(value))
-                sums[key] = sums.get(key, 0) + value
-            if i % 10 == 0:
-                bar.set_postfix(loss=f"{float(sums['loss']) / (i + 1):.4f}")
-        return {key: float(total) / max(len(loader), 1) for key, total in sums.items()}
+    def unscale_gradients(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Unscale the fp16 gradients of `optimizers` (all when none is named) before clipping them."""
+        self.optimization.unscale_gradients(*optimizers)
+
+    def step(self, *optimizers: torch.optim.Optimizer) -> None:
+        """Step `optimizers` (all when none is named) and update the fp16 gradient scaler."""
+        self.optimization.step(*optimizers)
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return self.optimization.optimizers
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """BertAdam over the model (the first optimizer)."""
+        return self.optimization.optimizers[0]
+
+    @property
+    def scaler(self) -> torch.amp.GradScaler:
+        return self.optimization.scaler
+
+    # ================================================================= setup
+    @classmethod
+    def method_folder(cls) -> str:
+        """The registry name of the method: its folder under train/ (what `--method` and config.yaml use)."""
+        parts = cls.__module__.split(".")
+        return parts[1] if len(parts) > 2 and parts[0] == "train" else cls.name
+
+    @classmethod
+    def check_distributed(cls, world_size: int) -> None:
+        """Refuse torchrun for a method that does not support it (before any setup)."""
+        if world_size > 1 and cls.distributed == "unsupported":
+            raise UserError(f"{cls.name} cannot run under torchrun: {cls.distributed_note}; run it as one process")
+
+    def setup(self) -> None:
+        """Processes, run-folder check, data, backbone, then the model, loss and optimizers (`build_parts`)."""
+        cfg = self.cfg
+        self.check_distributed(requested_world_size())
+        self.dataset_info = resolve_dataset(cfg.dataset)
+        self.split_sizes = resolve_split_sizes(self.dataset_info, cfg.split, cfg.query_num, cfg.train_num, cfg.seed)
+        cfg.seed = self.split_sizes.seed
+        cfg.train_seed = self.split_sizes.seed if cfg.train_seed is None else cfg.train_seed
+        self.run_folder = RunFolder(self._run_path(), resume=bool(cfg.resume), overwrite=cfg.overwrite)
+        self.run_folder.check()
+        dist = setup_distributed(cfg.device)
+        if cfg.precision == "fp16" and dist.device.type != "cuda":
+            raise UserError("--precision fp16 needs a CUDA GPU; use fp32 (or bf16) on the CPU")
+        if dist.enabled and self.distributed == "local":
+            self.log.info(f"{self.name} under torchrun: {self.distributed_note}")
+        if dist.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed input sizes: let cuDNN time its conv algorithms once
+        table = load_table(self.dataset_info, cfg.data_dir, cfg.index_file, cfg.caption_file, cfg.label_file,
+                           cfg.data_root, cfg.numclass, progress=cfg.progress and dist.is_main)
+        seed_everything(cfg.train_seed + dist.rank)
+        backbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
+        self.data: DataBundle = build_datasets(table, self.split_sizes, backbone.image_size, cfg.max_words,
+                                               cfg.train_transform, cfg.eval_caption)
+        self.num_workers = worker_count(cfg.num_workers)
+        if cfg.image_cache:
+            folder = Path(cfg.cache_dir or Path(cfg.data_dir or self.dataset_info.default_dir) / "cache")
+            attach_image_cache(self.data, folder, cfg.train_transform, backbone.image_size, self.num_workers,
+                               build=dist.is_main, wait=dist.barrier, progress=cfg.progress and dist.is_main)
+        self.train_loader = train_loader(self.data, cfg.batch_size, dist, cfg.train_seed, self.num_workers,
+                                         cfg.prefetch_factor)
+        self.build_parts(backbone, DataFacts.from_data(self.data, dist.device), len(self.train_loader), dist)
+        self.evaluator = Evaluator(dist, cfg.eval_batch_size, loader_options(self.num_workers, cfg.prefetch_factor),
+                                   self.to_device, self.autocast, show_progress=self.show_progress)
+
+    def build_parts(self, backbone: nn.Module, facts: DataFacts, steps_per_epoch: int,
+                    dist: DistContext | None = None) -> None:
+        """The model, loss and optimizers (and DDP under torchrun) on `backbone` for data described by `facts`."""
+        self.dist = dist or DistContext(0, 1, torch.device("cpu"))
+        self.device = self.dist.device
+        self.backbone = backbone
+        self.facts = facts
+        self.num_classes = facts.num_classes
+        self.num_train = facts.num_train
+        self.train_labels = facts.train_labels
+        self.steps_per_epoch = steps_per_epoch
+        self.model = self.build_model().to(self.device)
+        criterion = self.build_criterion()
+        self.criterion = criterion.to(self.device) if isinstance(criterion, nn.Module) else criterion
+        optimizers = [self.build_optimizer(), *self.extra_optimizers()]
+        self.optimization = Optimization(optimizers, self.device.type, fp16=self.cfg.precision == "fp16")
+        self.step_module: nn.Module = _StepModule(self)
+        if self.dist.enabled:
+            self.step_module = sync_batchnorm(self.step_module, self.device)  # BatchNorm over the global batch
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, device_ids=ids,
+                                                                   find_unused_parameters=True)
+
+    def to_device(self, batch: Batch) -> Batch:
+        """The batch on the training device; uint8 images (from the image cache) are normalised there."""
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        if batch["image"].dtype == torch.uint8:
+            batch["image"] = normalize_uint8(batch["image"])
+        return batch
+
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars on: asked for and on the main process."""
+        return self.cfg.progress and self.dist.is_main
+
+    def _run_path(self) -> Path:
+        cfg = self.cfg
+        if cfg.save_dir:
+            return Path(cfg.save_dir)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path(cfg.result_dir) / self.name / self.dataset_info.name / str(cfg.output_dim) / stamp
+
+    def _per_direction_metrics(self) -> tuple[str, ...]:
+        return ("mAP",) if self.cfg.map_k is None else ("mAP", f"mAP@{self.cfg.map_k}")
 
     # ================================================================ evaluation
-    @torch.no_grad()
-    def encode_dataset(self, dataset, desc: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Codes of every item of `dataset`, in dataset order, gathered over all processes."""
-        loader, _ = self.eval_loader(dataset)
-        parts: dict[str, tuple[list, list]] = {}
-        for batch in tqdm(loader, desc=desc, leave=False, disable=self._progress_disabled()):
-            with self.autocast():
-                code_sets = self.encode(self.to_device(batch))
-            for name, (image, text) in code_sets.items():
-                images, texts = parts.setdefault(name, ([], []))
-                images.append(image.float())
-                texts.append(text.float())
-        return {name: (self.dist.gather_rows(torch.cat(images)).cpu().numpy(),
-                       self.dist.gather_rows(torch.cat(texts)).cpu().numpy())
-                for name, (images, texts) in parts.items()}
-
-    def evaluate(self) -> tuple[Results, dict[str, dict[str, np.ndarray]]]:
+    def evaluate(self) -> tuple[Results, Codes]:
         """Encode query and database sets and compute every metric of every code set (all four directions)."""
         self.model.eval()
         if isinstance(self.criterion, nn.Module):
             self.criterion.eval()
-        self.before_evaluation()
-        query = self.encode_dataset(self.data.query, "encoding queries")
-        database = self.encode_dataset(self.data.retrieval, "encoding database")
-        self.after_evaluation()
+        self.on_evaluation_start()
+        results, codes = self.evaluator.evaluate(self.encode, self.data.query, self.data.retrieval,
+                                                 distance=self.distance(), map_k=self.cfg.map_k)
+        self.on_evaluation_end()
         self.model.train()
-        q_labels = self.data.query.labels.numpy()
-        r_labels = self.data.retrieval.labels.numpy()
-        results: Results = {}
-        codes: dict[str, dict[str, np.ndarray]] = {}
-        for name in query:
-            codes[name] = {"q_img": query[name][0], "q_txt": query[name][1], "r_img": database[name][0],
-                           "r_txt": database[name][1], "q_l": q_labels, "r_l": r_labels}
-            if self.dist.is_main:
-                results[name] = evaluate_codes(*query[name], *database[name], q_labels, r_labels,
-                                               distance=self.distance(), map_k=self.cfg.map_k)
         return results, codes
 
+    def record_evaluation(self, epoch: int, results: Results, codes: Codes, train_logs: dict[str, float]) -> None:
+        """Log an evaluation, append it to metrics.jsonl and keep the best checkpoint and codes."""
+        improved = self.history.add(epoch, results, self.selection_score(results))
+        if improved:
+            self.run_folder.write_codes(codes, self.primary_code_set)
+            if self.cfg.save_best and not self.cfg.test:
+                self.run_folder.save_checkpoint(self.checkpoint_payload(with_optimizers=False), "best.pt")
+        self.run_folder.append_metrics({"epoch": epoch, "step": self.global_step,
+                                        "time": round(time.time() - self._start, 1), "train": train_logs,
+                                        "results": results})
+        self.log.info(self.history.progress_line(epoch, improved))
+
     # ================================================================ checkpoints
+    def checkpoint_payload(self, with_optimizers: bool) -> dict[str, Any]:
+        """What best.pt (weights) and last.pt (everything for --resume) hold."""
+        payload = {"method": self.name, "config": asdict(self.cfg), "facts": self.facts.to_record(),
+                   "epochs_done": self.epochs_done, "global_step": self.global_step, **self._modules_state(),
+                   "extra": self.extra_state()}
+        if with_optimizers:
+            payload.update(self.optimization.state_dict(), rng=rng_state(), history=self.history.state_dict())
+        return payload
+
     def _modules_state(self) -> dict[str, Any]:
         state = {"model": self.model.state_dict()}
         if isinstance(self.criterion, nn.Module):
@@ -355,158 +387,126 @@ class HashTrainer:
             raise UserError(f"{source} does not fit this model ({str(exc).splitlines()[0]}); was it trained with "
                             "another method, --output-dim or --backbone?") from None
 
-    def _checkpoint_payload(self, with_optimizers: bool) -> dict[str, Any]:
-        payload = {"method": self.name, "config": asdict(self.cfg), "epochs_done": self.epochs_done,
-                   "global_step": self.global_step, **self._modules_state(), "extra": self.extra_state()}
-        if with_optimizers:
-            payload.update(optimizers=[opt.state_dict() for opt in self.optimizers], scaler=self.scaler.state_dict(),
-                           rng=rng_state(), best=self.best, last_results=self.last_results)
+    def _read_checkpoint(self, path: str) -> dict[str, Any]:
+        payload = load_checkpoint(path)
+        if not isinstance(payload.get("model"), dict):
+            raise UserError(f"{path} holds no model weights (no 'model' entry); is it a best.pt / last.pt of a run?")
         return payload
+
+    def _check_same_run_kind(self, payload: dict[str, Any], path: str, purpose: str) -> None:
+        """The checkpoint's method and code length must be this run's (for --test and --resume)."""
+        if payload.get("method") != self.name:
+            raise UserError(f"{path} was written by method {payload.get('method')}, not {self.name}; {purpose} "
+                            f"with --method {payload.get('method')}")
+        bits = payload.get("config", {}).get("output_dim")
+        if bits is not None and bits != self.cfg.output_dim:
+            raise UserError(f"{path} holds {bits}-bit codes, not --output-dim {self.cfg.output_dim}; {purpose} "
+                            f"with --output-dim {bits}")
 
     def resume_from(self, path: str) -> None:
         """Restore model, criterion, optimizers (with their schedule position), RNG and bookkeeping."""
-        payload = load_checkpoint(path)
+        payload = self._read_checkpoint(path)
         if "optimizers" not in payload:
             raise UserError(f"{path} holds no optimizer state (a best.pt?); resume from the run's last.pt")
-        if payload["method"] != self.name:
-            raise UserError(f"{path} was written by method {payload['method']}, not {self.name}")
+        self._check_same_run_kind(payload, path, "resume it")
         self._load_modules_state(payload, str(path))
-        for optimizer, state in zip(self.optimizers, payload["optimizers"]):
-            optimizer.load_state_dict(state)
-        self.scaler.load_state_dict(payload["scaler"])
+        self.optimization.load_state_dict(payload)
         set_rng_state(payload["rng"])
         self.load_extra_state(payload["extra"])
         self.epochs_done = payload["epochs_done"]
         self.global_step = payload["global_step"]
-        self.best = payload["best"]
-        self.last_results = payload["last_results"]
+        self.history.load_state_dict(payload["history"])
 
-    def load_weights(self, path: str) -> int:
-        """Model (and criterion) weights of a checkpoint; returns the epochs it had trained."""
-        payload = load_checkpoint(path)
+    def load_weights_for_test(self, path: str) -> int:
+        """Model (and criterion) weights of a checkpoint of this method and code length; returns its epochs."""
+        payload = self._read_checkpoint(path)
+        self._check_same_run_kind(payload, path, "evaluate it")
         self._load_modules_state(payload, str(path))
         self.load_extra_state(payload.get("extra", {}))
         return int(payload.get("epochs_done", 0))
 
-    # ================================================================ run folder
-    def _make_run_dir(self) -> Path:
-        cfg = self.cfg
-        if cfg.save_dir:
-            path = Path(cfg.save_dir)
-        else:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            path = Path(cfg.result_dir) / self.name / self.dataset_info.name / str(cfg.output_dim) / stamp
-        if self.dist.is_main:
-            path.mkdir(parents=True, exist_ok=True)
-            log_to_file(path / "train.log")
-            write_yaml_config(cfg, path / "config.yaml")
-        return path
-
-    def _write_codes(self, codes: dict[str, dict[str, np.ndarray]]) -> None:
-        """codes.mat holds the primary code set; with several sets each also goes to codes-<name>.mat."""
-        files = {"codes.mat": codes[self.primary_code_set]}
-        if len(codes) > 1:
-            files.update({f"codes-{name}.mat": arrays for name, arrays in codes.items()})
-        for file_name, arrays in files.items():
-            tmp = self.run_dir / f"{file_name}.partial"
-            sio.savemat(tmp, arrays)
-            tmp.replace(self.run_dir / file_name)
-
-    def _record(self, epoch: int, results: Results, codes, train_logs: dict[str, float]) -> None:
-        """Log an evaluation, append it to metrics.jsonl and keep the best checkpoint and codes."""
-        self.last_results = results
-        primary = results[self.primary_code_set]
-        score = self.selection_score(results)
-        improved = score > self.best["score"]
-        if improved:
-            self.best = {"score": score, "epoch": epoch, "results": results}
-            self._write_codes(codes)
-            if self.cfg.save_best and not self.cfg.test:
-                save_checkpoint(self._checkpoint_payload(with_optimizers=False), self.run_dir / "best.pt")
-        line = {"epoch": epoch, "step": self.global_step, "time": round(time.time() - self._start, 1),
-                "train": train_logs, "results": results}
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(line) + "\n")
-        maps = "  ".join(f"{d.upper().replace('2', '->')} {primary[d]['mAP']:.4f}" for d in DIRECTIONS)
-        best = self.best["results"][self.primary_code_set]
-        self.log.info(f"epoch {epoch}: mAP {maps}  (best epoch {self.best['epoch']}: I->T {best['i2t']['mAP']:.4f} "
-                      f"T->I {best['t2i']['mAP']:.4f}){'  *' if improved else ''}")
-
-    def _summary(self, chance: float) -> dict[str, Any]:
-        def maps(results: Results, name: str) -> dict[str, float]:
-            return {d: results[name][d]["mAP"] for d in DIRECTIONS}
-
-        best, last = self.best["results"], self.last_results
-        summary = {"method": self.name, "dataset": self.dataset_info.name, "bits": self.cfg.output_dim,
-                   "code_set": self.primary_code_set, "best": maps(best, self.primary_code_set),
-                   "last": maps(last, self.primary_code_set), "best_epoch": self.best["epoch"],
-                   "epochs": self.epochs_done, "chance_mAP": chance,
-                   "best_details": best[self.primary_code_set], "last_details": last[self.primary_code_set]}
-        if len(best) > 1:
-            summary["code_sets"] = {name: {"best": maps(best, name), "last": maps(last, name),
-                                           "best_details": best[name], "last_details": last[name]}
-                                    for name in best}
-        return summary
-
-    def _finish(self) -> dict[str, Any]:
-        """Write summary.json and pr_curve.png, print the result table."""
-        chance = chance_map(self.data.query.labels, self.data.retrieval.labels)
-        summary = self._summary(chance)
-        codes_file = self.run_dir / "codes.mat"
-        plot_pr_curves({f"{self.name} {self.primary_code_set} bits": codes_file}, self.run_dir / "pr_curve.png",
-                       distance=self.distance())
-        # summary.json comes last: its presence marks a finished run (sweeps skip such cells)
-        tmp = self.run_dir / "summary.json.partial"
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(self.run_dir / "summary.json")
-        self.log.info(format_result_table(summary))
-        self.log.info(f"run folder: {self.run_dir}")
-        return summary
+    def load_pretrained(self, path: str) -> None:
+        """Start training from a checkpoint, possibly of another method: every tensor whose name and shape fit
+        is loaded; the log says which parts were loaded and which were not."""
+        payload = self._read_checkpoint(path)
+        targets = {"model": self.model}
+        if isinstance(self.criterion, nn.Module):
+            targets["criterion"] = self.criterion
+        loaded, skipped = [], []
+        for key, module in targets.items():
+            own = module.state_dict()
+            fitting = {name: value for name, value in payload.get(key, {}).items()
+                       if name in own and torch.is_tensor(value) and value.shape == own[name].shape}
+            module.load_state_dict(fitting, strict=False)
+            loaded += [f"{key}.{name}" for name in fitting]
+            skipped += [f"{key}.{name}" for name in own if name not in fitting]
+        if not loaded:
+            raise UserError(f"{path} has no weights that fit this {self.name} model; check --backbone and --method")
+        if payload.get("method") == self.name:
+            self.load_extra_state(payload.get("extra", {}))
+        self.log.info(f"--pretrained {path} ({payload.get('method')}): loaded {len(loaded)} tensors "
+                      f"({_summarise_names(loaded)}); not loaded {len(skipped)} ({_summarise_names(skipped)})")
 
     # ================================================================ entry points
     def run(self) -> dict[str, Any] | None:
         """Train (or, with --test, evaluate --pretrained) and write the run folder. Returns the summary."""
+        from train.loop import fit  # the loop module imports this one
+
         cfg = self.cfg
         self._start = time.time()
-        if cfg.test:
-            if not cfg.pretrained:
-                raise UserError("--test needs --pretrained CHECKPOINT (a best.pt or last.pt of a run folder)")
-            self.epochs_done = self.load_weights(cfg.pretrained)
-        elif cfg.resume:
-            self.resume_from(cfg.resume)
-        elif cfg.pretrained:
-            self.load_weights(cfg.pretrained)
-        self.run_dir = self._make_run_dir()
-        self.log.info(self.describe())
-        if cfg.test:
-            results, codes = self.evaluate()
+        try:
+            self.setup()
+            if cfg.test:
+                if not cfg.pretrained:
+                    raise UserError("--test needs --pretrained CHECKPOINT (a best.pt or last.pt of a run folder)")
+                self.epochs_done = self.load_weights_for_test(cfg.pretrained)
+            elif cfg.resume:
+                self.resume_from(cfg.resume)
+            elif cfg.pretrained:
+                self.load_pretrained(cfg.pretrained)
             if self.dist.is_main:
-                self.best = {"score": -math.inf, "epoch": None, "results": None}
-                self._record(self.epochs_done, results, codes, {})
-        else:
-            self.fit()
-        summary = self._finish() if self.dist.is_main else None
-        last = self.run_dir / "last.pt"
-        if self.dist.is_main and not cfg.test and not cfg.keep_last and last.exists():
-            last.unlink()
-        return summary
-
-    def fit(self) -> None:
-        """Epochs from `epochs_done` to `cfg.epochs`, evaluating every `eval_every` epochs and after the last."""
-        cfg = self.cfg
-        for epoch in range(self.epochs_done, cfg.epochs):
-            self.on_epoch_start(epoch)
-            logs = self.train_epoch(epoch)
-            self.on_epoch_end(epoch)
-            self.epochs_done = epoch + 1
-            self.log.info(f"epoch {epoch + 1}/{cfg.epochs}: " + " ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                self.run_folder.open(cfg, self.method_folder())
+            self.log.info(self.describe())
+            if cfg.test:
                 results, codes = self.evaluate()
                 if self.dist.is_main:
-                    self._record(epoch + 1, results, codes, logs)
-            if self.dist.is_main:
-                save_checkpoint(self._checkpoint_payload(with_optimizers=True), self.run_dir / "last.pt")
-            self.dist.barrier()
+                    self.record_evaluation(self.epochs_done, results, codes, {})
+            else:
+                fit(self)
+            summary = self.finish() if self.dist.is_main else None
+            last = self.run_folder.file("last.pt")
+            if self.dist.is_main and not cfg.test and not cfg.keep_last and last.exists():
+                last.unlink()
+            return summary
+        finally:
+            if self.run_folder is not None:
+                self.run_folder.close()
+            teardown_distributed()
+
+    def finish(self) -> dict[str, Any]:
+        """Write summary.json and pr_curve.png, print the result table."""
+        summary = self.summary(chance_map(self.data.query.labels, self.data.retrieval.labels))
+        plot_pr_curves({f"{self.name} {self.primary_code_set} bits": self.run_folder.file("codes.mat")},
+                       self.run_folder.file("pr_curve.png"), distance=self.distance())
+        self.run_folder.write_summary(summary)
+        self.log.info(format_result_table(summary))
+        self.log.info(f"run folder: {self.run_folder.path}")
+        return summary
+
+    def summary(self, chance: float) -> dict[str, Any]:
+        """The content of summary.json."""
+        best, last, primary = self.history.best["results"], self.history.last, self.primary_code_set
+        summary = {"method": self.name, "dataset": self.dataset_info.name, "bits": self.cfg.output_dim,
+                   "code_set": primary, "best": map_table(best, primary), "last": map_table(last, primary),
+                   "best_epoch": self.history.best["epoch"], "best_per_direction": self.history.per_direction,
+                   "epochs": self.epochs_done, "seed": self.cfg.seed, "train_seed": self.cfg.train_seed,
+                   "label_noise": getattr(self.cfg, "label_noise", 0.0), "chance_mAP": chance,
+                   "best_details": best[primary], "last_details": last[primary]}
+        if len(best) > 1:
+            summary["code_sets"] = {name: {"best": map_table(best, name), "last": map_table(last, name),
+                                           "best_details": best[name], "last_details": last[name]}
+                                    for name in best}
+        return summary
 
     def describe(self) -> str:
         """One line about the run: method, data sizes, model size, device."""
@@ -514,25 +514,19 @@ class HashTrainer:
         d = self.data
         return (f"{self.name} on {self.dataset_info.name}: {len(d.table)} pairs, {self.num_classes} classes, "
                 f"query {len(d.query)} / train {len(d.train)} / database {len(d.retrieval)} (seed "
-                f"{self.split_sizes.seed}); {self.cfg.backbone} backbone, {params / 1e6:.1f} M parameters, "
-                f"{self.cfg.output_dim} bits, {self.steps_per_epoch} steps/epoch on {self.device}"
-                f"{f' x {self.dist.world_size} processes' if self.dist.enabled else ''}")
+                f"{self.split_sizes.seed}, training seed {self.cfg.train_seed}); {self.cfg.backbone} backbone, "
+                f"{params / 1e6:.1f} M parameters, {self.cfg.output_dim} bits, {self.steps_per_epoch} steps/epoch "
+                f"on {self.device}{f' x {self.dist.world_size} processes' if self.dist.enabled else ''}")
 
 
-def chance_map(query_labels: torch.Tensor, database_labels: torch.Tensor, chunk: int = 1024) -> float:
-    """mAP of a random ranking: the mean over queries of the fraction of relevant database items."""
-    fractions = []
-    for start in range(0, len(query_labels), chunk):
-        relevant = (query_labels[start:start + chunk] @ database_labels.T) > 0
-        fractions.append(relevant.float().mean(dim=1))
-    return float(torch.cat(fractions).mean())
+def _summarise_names(names: list[str], shown: int = 3) -> str:
+    """A short description of many parameter names: their top-level prefixes with counts."""
+    if not names:
+        return "none"
+    prefixes: dict[str, int] = {}
+    for name in names:
+        prefix = ".".join(name.split(".")[:2])
+        prefixes[prefix] = prefixes.get(prefix, 0) + 1
+    items = [f"{prefix} ({count})" for prefix, count in sorted(prefixes.items(), key=lambda kv: -kv[1])]
+    return ", ".join(items[:shown]) + (f", ... {len(items) - shown} more" if len(items) > shown else "")
 
-
-def format_result_table(summary: dict[str, Any]) -> str:
-    """The run's result as a small text table (best and last evaluation, chance level)."""
-    head = f"{summary['method']} on {summary['dataset']}, {summary['code_set']} bits (best epoch {summary['best_epoch']})"
-    rows = [f"{'mAP':<8}" + "".join(f"{d.upper().replace('2', '->'):>9}" for d in DIRECTIONS)]
-    for key in ("best", "last"):
-        rows.append(f"{key:<8}" + "".join(f"{summary[key][d]:>9.4f}" for d in DIRECTIONS))
-    rows.append(f"{'chance':<8}" + f"{summary['chance_mAP']:>9.4f}" * 4)
-    return "\n".join([head, *rows])

@@ -1,10 +1,12 @@
-"""Building blocks that method folders share: label similarity, float32 regions, running means."""
+"""Building blocks that method folders share: label similarity, cosines, masked means, float32 regions,
+running means."""
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 
 
 def label_similarity(labels: torch.Tensor, other: torch.Tensor | None = None, *,
@@ -14,13 +16,28 @@ def label_similarity(labels: torch.Tensor, other: torch.Tensor | None = None, *,
     `other` defaults to `labels` (the batch against itself); `diagonal=False` clears the diagonal
     (a sample is not its own positive), which needs a square result.
     """
-    other = labels if other is None else other
-    shares = (labels @ other.to(labels.dtype).T) > 0
+    shares = label_overlap(labels, other) > 0
     if not diagonal:
         if shares.shape[0] != shares.shape[1]:
             raise ValueError(f"diagonal=False needs a square similarity, got {tuple(shares.shape)}")
         shares.fill_diagonal_(False)
     return shares
+
+
+def label_overlap(labels: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, M) number of classes row i of `labels` shares with row j of `other` (default: `labels`)."""
+    other = labels if other is None else other
+    return labels @ other.to(labels.dtype).T
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(N, M) cosine similarities between the rows of `a` and of `b`."""
+    return F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` where `mask` is True; 0 where it is nowhere True."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
 def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
@@ -29,13 +46,18 @@ def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def float32_region(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+def float32_region(*tensors: torch.Tensor, device_type: str | None = None) -> Iterator[tuple[torch.Tensor, ...]]:
     """Autocast off inside the block; yields `tensors` in at least float32.
 
         with float32_region(image, text) as (image, text):
             loss = terms_that_need_full_precision(image, text)
+
+    Without tensors, name the `device_type` whose autocast is turned off.
     """
-    device_type = tensors[0].device.type if tensors else "cpu"
+    if device_type is None:
+        if not tensors:
+            raise ValueError("float32_region needs tensors or a device_type")
+        device_type = tensors[0].device.type
     with torch.autocast(device_type, enabled=False):
         yield tuple(at_least_float32(t) for t in tensors)
 

@@ -7,7 +7,7 @@ from dataset.catalog import PROTOCOLS
 from dataset.pairs import CAPTION_CHOICES
 from dataset.transforms import TRAIN_TRANSFORMS
 from model.clip import BACKBONES
-from utils.config import ConfigBase, option
+from utils.config import ConfigBase, option, require
 
 # The demo trains a randomly initialised tiny backbone from scratch, so it needs backbone learning
 # rates and a warmup of a from-scratch model rather than the fine-tuning values of the papers.
@@ -32,7 +32,10 @@ class BaseConfig(ConfigBase):
                                     "seed 1)", choices=PROTOCOLS)
     query_num: int | None = option(None, "query set size (default: the protocol's)")
     train_num: int | None = option(None, "training set size, taken inside the database (default: the protocol's)")
-    seed: int | None = option(None, "split and training seed (default: the protocol's)")
+    seed: int | None = option(None, "split seed (default: the protocol's); also the training seed unless "
+                                    "--train-seed is given")
+    train_seed: int | None = option(None, "seed of the training randomness: model initialisation, dropout, "
+                                          "augmentation, batch order (default: --seed); the split stays fixed")
     numclass: int | None = option(None, "number of classes; read from the label file, checked if given")
     max_words: int = option(32, "text length in tokens (SOT + BPE + EOT, zero padded)")
     train_transform: str = option("resize_crop", "training image transform", choices=TRAIN_TRANSFORMS)
@@ -49,6 +52,10 @@ class BaseConfig(ConfigBase):
                            choices=BACKBONES)
     clip_path: str = option("./ViT-B-32.pt", "OpenAI CLIP weights: TorchScript archive, state dict or safetensors")
     output_dim: int = option(64, "hash code length in bits", aliases=("--bits",))
+    head_init: str = option("default", "initialisation of the default hash heads: kaiming (kaiming_uniform fan_out, "
+                                       "zero bias: the QinLab LinearHash) or default (PyTorch's Linear init)",
+                            choices=("kaiming", "default"))
+    head_dropout: float = option(0.2, "dropout before tanh in the default hash heads")
     # --- optimisation (BertAdam with warmup-cosine, as the reference repos)
     epochs: int = option(100, "training epochs")
     batch_size: int = option(64, "training batch size")
@@ -66,11 +73,32 @@ class BaseConfig(ConfigBase):
     # --- run
     save_dir: str | None = option(None, "run folder (default result/<method>/<dataset>/<bits>/<timestamp>)")
     result_dir: str = option("result", "parent of the default run folders")
-    resume: str | None = option(None, "continue from a last.pt (or a run folder holding one)")
+    resume: str | None = option(None, "continue a run from its folder (its config and folder) or from a last.pt")
+    overwrite: bool = option(False, "let --save-dir replace the files of a finished run there")
     test: bool = option(False, "only evaluate --pretrained weights and write the outputs")
     pretrained: str | None = option(None, "checkpoint to evaluate with --test, or to start training from")
     keep_last: bool = option(False, "keep last.pt (optimizer state, for --resume) after a finished run")
     save_best: bool = option(True, "write best.pt (model weights of the best evaluation)")
     progress: bool = option(True, "show progress bars")
+    tensorboard: bool = option(False, "write TensorBoard event files to <run folder>/tensorboard (needs the "
+                                      "tensorboard package)")
+    tensorboard_every: int = option(10, "with --tensorboard: log the loss terms and learning rates every N steps")
 
     dataset_defaults = {"demo": DEMO_DEFAULTS}
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("epochs", "batch_size", "output_dim", "eval_every", "eval_batch_size", "prefetch_factor",
+                     "tensorboard_every"):
+            value = getattr(self, name)
+            require(value >= 1, name, value, "must be at least 1")
+        for name in ("query_num", "train_num", "map_k"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, name, value, "must be at least 1 (or left out for the default)")
+        for name in ("lr", "clip_lr", "weight_decay", "seed", "train_seed", "num_workers"):
+            value = getattr(self, name)
+            require(value is None or value >= 0, name, value, "must not be negative")
+        require(0 <= self.warmup_proportion < 1, "warmup_proportion", self.warmup_proportion, "must lie in [0, 1)")
+        require(0 <= self.head_dropout < 1, "head_dropout", self.head_dropout, "must lie in [0, 1)")
+        require(3 <= self.max_words <= 77, "max_words", self.max_words, "must lie in [3, 77] (CLIP's context length)")
+        require(not (self.test and self.resume), "resume", self.resume, "cannot be combined with --test")

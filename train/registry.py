@@ -17,6 +17,7 @@ from pathlib import Path
 from utils.errors import UserError
 
 TRAIN_DIR = Path(__file__).resolve().parent
+PROJECT_ROOT = TRAIN_DIR.parent
 
 
 def _folders() -> list[str]:
@@ -65,19 +66,37 @@ def canonical_name(name: str) -> str:
     raise UserError(f"unknown method {name!r}{hint}; available: {', '.join(available_methods())}")
 
 
+def _is_project_module(module: str) -> bool:
+    """Whether `module` (dotted) lives in this repository rather than in an installed package."""
+    top = module.split(".")[0]
+    return (PROJECT_ROOT / top).is_dir() or (PROJECT_ROOT / f"{top}.py").is_file()
+
+
 def load_method(name: str) -> type:
-    """The trainer class of method `name` (a folder name or alias; case-insensitive where unambiguous)."""
+    """The trainer class of method `name` (a folder name or alias; case-insensitive where unambiguous).
+
+    A package missing from this Python (torch, numpy, ...) is reported as such, not as the method's failure."""
     folder = canonical_name(name)
     try:
         module = importlib.import_module(f"train.{folder}")
+    except ModuleNotFoundError as exc:
+        if exc.name and not _is_project_module(exc.name):
+            raise UserError(f"{exc.name.split('.')[0]} is not installed in this Python ({sys.executable}); install "
+                            "the requirements into it (pip install -r requirements.txt) or run the Python of the "
+                            "project's environment") from None
+        raise _import_failure(folder, exc) from None
     except Exception as exc:
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        raise UserError(f"method {folder} failed to import: {type(exc).__name__}: {exc} "
-                        f"({Path(where.filename).name}:{where.lineno}); other methods are unaffected") from None
+        raise _import_failure(folder, exc) from None
     trainer = getattr(module, "Trainer", None)
     if trainer is None:
         raise UserError(f"train/{folder}/__init__.py must expose the method's trainer class as `Trainer`")
     return trainer
+
+
+def _import_failure(folder: str, exc: Exception) -> UserError:
+    where = traceback.extract_tb(exc.__traceback__)[-1]
+    return UserError(f"method {folder} failed to import: {type(exc).__name__}: {exc} "
+                     f"({Path(where.filename).name}:{where.lineno}); other methods are unaffected")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,16 +13,14 @@ import tempfile
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from utils.errors import UserError
 
 FORMAT = "clip-hashing-checkpoint-v1"
-# Entries every checkpoint has; a last.pt (it has "optimizers") also has RESUME_KEYS.
-REQUIRED_KEYS = ("method", "config", "model")
-RESUME_KEYS = ("optimizers", "scaler", "rng", "best", "last_results", "epochs_done", "global_step", "extra")
+REQUIRED_KEYS = ("method", "config", "model")  # entries every checkpoint has
 
 
 def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
@@ -54,8 +52,12 @@ def is_torchscript_archive(path: str | Path) -> bool:
         return False
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint` (a run folder is accepted for its last.pt)."""
+def load_checkpoint(path: str | Path, require: Sequence[str] = ()) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (a run folder is accepted for its last.pt).
+
+    It must hold `method`, `config` (a dict) and `model` (a dict) and every entry named in `require`
+    (e.g. what --resume reads); otherwise a one-line UserError.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / "last.pt"
@@ -76,7 +78,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__} (is the file complete?)") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(not_ours)
-    required = REQUIRED_KEYS + (RESUME_KEYS if "optimizers" in payload else ())
+    required = (*REQUIRED_KEYS, *require)
     missing = [key for key in required if key not in payload]
     if missing or not isinstance(payload["model"], dict) or not isinstance(payload["config"], dict):
         what = f"no {', '.join(missing)} entry" if missing else "a model or config entry that is not a dict"

@@ -135,9 +135,14 @@ def resolve_device(flag: str) -> torch.device:
     return device
 
 
+def requested_world_size() -> int:
+    """The number of processes `torchrun` started (1 without torchrun), before any process group exists."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def setup_distributed(device_flag: str) -> DistContext:
     """Join the process group that `torchrun` describes in the environment, or run as a single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = requested_world_size()
     if world_size == 1:
         return DistContext(0, 1, resolve_device(device_flag))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -151,5 +156,6 @@ def setup_distributed(device_flag: str) -> DistContext:
 
 
 def teardown_distributed() -> None:
+    """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

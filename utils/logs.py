@@ -26,3 +26,9 @@ def log_to_file(path: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     get_logger().addHandler(handler)
     return handler
+
+
+def stop_logging_to(handler: logging.Handler) -> None:
+    """Detach and close a handler added by :func:`log_to_file` (a later run must not write into this file)."""
+    get_logger().removeHandler(handler)
+    handler.close()

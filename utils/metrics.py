@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 DistanceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 DIRECTIONS = {"i2t": ("q_img", "r_txt"), "t2i": ("q_txt", "r_img"), "i2i": ("q_img", "r_img"),
               "t2t": ("q_txt", "r_txt")}
+DIRECTION_LABELS = {"i2t": "I->T", "t2i": "T->I", "i2i": "I->I", "t2t": "T->T"}
 CODE_KEYS = ("q_img", "q_txt", "r_img", "r_txt", "q_l", "r_l")
 MAP_K_VARIANTS = ("repo_first_k_relevant", "truncated", "truncated_skip_empty")
 
@@ -341,7 +341,7 @@ def ap_from_stats(stats: RankStats, kind: str = "stable") -> np.ndarray:
 
 
 def map_at_k_from_stats(stats: RankStats, variant: str = "repo_first_k_relevant") -> float:
-    """mAP@k of the three definitions in docs/evaluation.md section 5 (k fixed when the stats were made)."""
+    """mAP@k of the three definitions in docs/evaluation.md (Metrics, mAP@K; k fixed when the stats were made)."""
     if variant == "repo_first_k_relevant":
         first = np.minimum(stats.k_map, stats.relevant)
         return float(np.where(first > 0, stats.ap_repo_sum / np.maximum(first, 1), 0.0).mean())
@@ -472,6 +472,14 @@ def evaluate_codes(q_img, q_txt, r_img, r_txt, q_labels, r_labels, distance: Dis
             for name, (q, r) in DIRECTIONS.items()}
 
 
+def chance_map(query_labels, database_labels, chunk: int = 1024) -> float:
+    """mAP of a random ranking: the mean over queries of the fraction of relevant database items."""
+    query_labels, database_labels = _numpy(query_labels), _numpy(database_labels)
+    fractions = [((query_labels[start:start + chunk] @ database_labels.T) > 0).mean(axis=1)
+                 for start in range(0, len(query_labels), chunk)]
+    return float(np.concatenate(fractions).mean())
+
+
 # ======================================================================== codes files and CLI
 def load_codes_file(path: str | Path) -> dict[str, np.ndarray]:
     """The six arrays of a codes .mat (ours or a reference repo's), with shapes checked."""
@@ -501,7 +509,7 @@ def load_codes_file(path: str | Path) -> dict[str, np.ndarray]:
 def _format_table(results: dict[str, dict[str, float]]) -> str:
     names = list(next(iter(results.values())))
     width = max(len(n) for n in names) + 2
-    lines = [" " * width + "".join(f"{d.upper().replace('2', '->'):>10}" for d in results)]
+    lines = [" " * width + "".join(f"{DIRECTION_LABELS[d]:>10}" for d in results)]
     for name in names:
         lines.append(f"{name:<{width}}" + "".join(f"{results[d][name]:>10.4f}" for d in results))
     return "\n".join(lines)

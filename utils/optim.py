@@ -4,7 +4,7 @@ BertAdam (the HuggingFace BERT port) differs from torch's AdamW: no bias correct
 added to sqrt(v), gradient norm clipped per parameter tensor, decoupled weight decay added to
 the update of every tensor (biases and norms included), and a schedule evaluated at each
 parameter's own step count (0 at the first update, so the first update has learning rate 0
-under a warmup schedule). See docs/backbone.md section 6.
+under a warmup schedule). See docs/backbone.md, section "BertAdam and its schedules".
 """
 from __future__ import annotations
 

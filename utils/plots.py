@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
 from utils.metrics import load_codes_file, pr_curve_by_radius, topn_grid, topn_precision_curve  # noqa: E402
 
 PANELS = (("i2t", "q_img", "r_txt", "I→T"), ("t2i", "q_txt", "r_img", "T→I"))

@@ -1,7 +1,7 @@
 """CMCL's loss: asymmetric likelihoods against per-length code banks, quantization to epoch-wise binary targets,
 local and global InfoNCE, and reconstruction of the auxiliary long code from every short code.
 
-Spec: shared/methods/CMCL.md section 4.
+Formulas: README.md, section Loss.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from train.common import label_similarity
 
 from .model import CMCLOutput
 
@@ -88,7 +90,7 @@ class CMCLLoss(nn.Module):
         """Every weighted term of the loss, by name (`intra_image_16`, `inter_16`, `quan_16`, ..., `recon_text_64`)."""
         w = self.weights
         dtype = self.train_labels.dtype
-        similarity = ((self.train_labels @ labels.to(dtype).T) > 0).to(dtype)
+        similarity = label_similarity(self.train_labels, labels).to(dtype)
         terms: dict[str, torch.Tensor] = {}
         for k in (*self.lengths, self.aux):
             image_bank, text_bank, target = self.banks(k)

@@ -1,6 +1,6 @@
 """CMCL's hashing network: global residual MLP + local concept cross-attention, one encoder per code length.
 
-Spec: shared/methods/CMCL.md section 3. Batch-first everywhere: tokens (N, L, D), concept tokens (N, C, D),
+README.md, section Model. Batch-first everywhere: tokens (N, L, D), concept tokens (N, C, D),
 masks (N, L) with True = ignore. Every part except the per-modality local branch is shared by both modalities.
 """
 from __future__ import annotations

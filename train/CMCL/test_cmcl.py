@@ -1,4 +1,4 @@
-"""CMCL spec fixtures (section 10): likelihood, contrastive terms, quantization, the whole loss, model and buffers."""
+"""CMCL fixtures (README: Fixtures): likelihood, contrastive terms, quantization, the whole loss, model and buffers."""
 import math
 
 import numpy as np
@@ -12,7 +12,7 @@ from dataset.splits import split_rows
 from model.clip import build_tiny_clip
 from train.CMCL.loss import CMCLLoss, info_nce, likelihood, local_info_nce, quantization
 from train.CMCL.model import CMCLHead, CMCLModel, CMCLOutput
-from train.CMCL.trainer import CMCLConfig, Trainer, parse_lengths
+from train.CMCL.trainer import CMCLConfig, Trainer
 from utils.errors import UserError
 
 
@@ -46,12 +46,12 @@ def test_quantization():
 
 
 # ------------------------------------------------------------------ contrastive
-LOCAL_I = t([[[1, 0], [.6, .8]], [[0, 1], [1, 0]]])  # (L, m, D) as in the spec
+LOCAL_I = t([[[1, 0], [.6, .8]], [[0, 1], [1, 0]]])  # (L, m, D) as in the reference
 LOCAL_T = t([[[.8, .6], [0, 1]], [[.6, .8], [1, 0]]])
 
 
 def local_tokens():
-    """The spec's (L, m, D) arrays, normalised, as batch-first (m, L, D)."""
+    """The reference's (L, m, D) arrays, normalised, as batch-first (m, L, D)."""
     return F.normalize(LOCAL_I, dim=-1).transpose(0, 1), F.normalize(LOCAL_T, dim=-1).transpose(0, 1)
 
 
@@ -223,17 +223,18 @@ def test_model_on_tiny_clip_batch_of_one():
 
 # ------------------------------------------------------------------ trainer pieces
 def test_selection_averages_the_six_short_length_maps():
-    trainer = Trainer.__new__(Trainer)
-    trainer.lengths = (16, 32, 64)
+    trainer = Trainer(CMCLConfig(code_lengths=(16, 32, 64)))
     results = {str(k): {"i2t": {"mAP": 0.1 * i}, "t2i": {"mAP": 0.1 * i + 0.05}} for i, k in enumerate((16, 32, 64, 128))}
     assert trainer.selection_score(results) == pytest.approx((0 + .05 + .1 + .15 + .2 + .25) / 6)
 
 
-def test_parse_lengths():
-    assert parse_lengths("16,32,64") == (16, 32, 64)
+def test_code_lengths_are_a_checked_comma_list():
+    assert CMCLConfig(code_lengths="16,32,64").code_lengths == (16, 32, 64)
     for bad in ("16,x", "16,16", "0,8", ""):
         with pytest.raises(UserError):
-            parse_lengths(bad)
+            CMCLConfig(code_lengths=bad)
+    with pytest.raises(UserError, match="--output-dim 24"):
+        CMCLConfig(output_dim=24)
 
 
 @pytest.mark.parametrize("dataset, n, sizes", [("flickr25k", 20015, (2000, 10000, 18015)),

@@ -6,25 +6,15 @@ from dataclasses import dataclass
 import torch
 
 from dataset.catalog import PROTOCOLS
-from train.base import HashTrainer, Results
+from train.base import HashTrainer
+from train.common import float32_region
 from train.config import BaseConfig
-from utils.config import option
-from utils.errors import UserError
+from train.history import Results
+from utils.config import option, require
 from utils.metrics import to_binary_codes
 
 from .loss import CMCLLoss
 from .model import CMCLHead, CMCLModel, CMCLOutput
-
-
-def parse_lengths(text: str) -> tuple[int, ...]:
-    """'16,32,64' -> (16, 32, 64): distinct positive code lengths."""
-    try:
-        lengths = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UserError(f"--code-lengths {text!r}: expected comma-separated integers such as 16,32,64") from None
-    if not lengths or min(lengths) < 1 or len(set(lengths)) != len(lengths):
-        raise UserError(f"--code-lengths {text!r}: expected distinct positive lengths")
-    return lengths
 
 
 @dataclass
@@ -38,7 +28,7 @@ class CMCLConfig(BaseConfig):
     clip_lr: float = option(1e-6, "learning rate of the CLIP backbone")
     weight_decay: float = option(0.01, "BertAdam decoupled weight decay (all parameters)")
     warmup_proportion: float = option(0.05, "fraction of the steps with linear learning-rate warmup")
-    code_lengths: str = option("16,32,64", "code lengths learnt together, each evaluated and saved "
+    code_lengths: tuple[int, ...] = option((16, 32, 64), "code lengths learnt together, each evaluated and saved "
                                            "(--output-dim picks the one reported)")
     auxiliary_bits: int = option(128, "length of the auxiliary long code the short codes reconstruct (also evaluated)")
     freeze_clip: bool = option(False, "keep the CLIP backbone fixed")
@@ -62,6 +52,17 @@ class CMCLConfig(BaseConfig):
         "nuswide": dict(lr=2e-3, epochs=10, eval_every=2, hyper_recon=0.001),
         "demo": dict(split="standard"),
     }
+    inapplicable = {"head_init": "CMCL has its own hash heads", "head_dropout": "CMCL has its own hash heads"}
+
+    def validate(self) -> None:
+        super().validate()
+        lengths = self.code_lengths
+        require(bool(lengths) and min(lengths) >= 1 and len(set(lengths)) == len(lengths), "code_lengths",
+                ",".join(map(str, lengths)), "expected distinct positive lengths such as 16,32,64")
+        require(self.auxiliary_bits not in lengths, "auxiliary_bits", self.auxiliary_bits,
+                f"is also in --code-lengths {','.join(map(str, lengths))}")
+        require(self.output_dim in (*lengths, self.auxiliary_bits), "output_dim", self.output_dim,
+                f"is not one of the learnt lengths {','.join(map(str, lengths))} (auxiliary {self.auxiliary_bits})")
 
 
 class Trainer(HashTrainer):
@@ -69,14 +70,9 @@ class Trainer(HashTrainer):
     name = "CMCL"
     paper = "Contrastive Multi-bit Collaborative Learning for Deep Cross-modal Hashing (IEEE TKDE 2024)"
 
-    def __init__(self, cfg: CMCLConfig):
-        self.lengths = parse_lengths(cfg.code_lengths)
-        if cfg.auxiliary_bits in self.lengths:
-            raise UserError(f"--auxiliary-bits {cfg.auxiliary_bits} is also in --code-lengths {cfg.code_lengths}")
-        if cfg.output_dim not in (*self.lengths, cfg.auxiliary_bits):
-            raise UserError(f"--output-dim {cfg.output_dim} is not one of the learnt lengths {cfg.code_lengths} "
-                            f"(auxiliary {cfg.auxiliary_bits})")
-        super().__init__(cfg)
+    @property
+    def lengths(self) -> tuple[int, ...]:
+        return self.cfg.code_lengths
 
     def build_model(self) -> CMCLModel:
         cfg = self.cfg
@@ -94,7 +90,7 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         out = self.model(batch["image"], batch["text"], batch["text_mask"])
-        with torch.autocast(self.device.type, enabled=False):  # likelihoods and InfoNCE in fp32
+        with float32_region(device_type=self.device.type):  # likelihoods and InfoNCE in fp32
             out = float_outputs(out)
             self.criterion.update_banks(batch["index"], out, self.dist.gather_rows)
             return self.criterion(out, batch["label"], batch["index"])

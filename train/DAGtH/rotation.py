@@ -1,6 +1,6 @@
 """The Householder rotation fitted after training to move the codes towards hypercube vertices (reconstruction).
 
-Spec: shared/methods/DAGtH.md sections 3 and 4. H = (I − 2v_1v_1ᵀ)(I − 2v_2v_2ᵀ)…(I − 2v_Kv_Kᵀ) with v_i the
+README.md, sections Model and Loss. H = (I − 2v_1v_1ᵀ)(I − 2v_2v_2ᵀ)…(I − 2v_Kv_Kᵀ) with v_i the
 normalised columns of a free K x K matrix W (init I, so H = −I at the start). The reference builds the product
 with the blocked FastH algorithm; here it is the equivalent compact WY form
 H = I − V T⁻¹ Vᵀ, T = ½I + strict_upper(VᵀV) (one triangular solve, exactly orthogonal for any W, any K).

@@ -1,19 +1,17 @@
-"""DAGtH spec fixtures (section 10), the sorted-window AdaTriplet against explicit triplet enumeration,
+"""DAGtH fixtures (README: Fixtures), the sorted-window AdaTriplet against explicit triplet enumeration,
 the Householder rotation, the bit-variance loss, decoupling and encoding."""
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from model.heads import DualHashModel, LinearTanhHead
-from train.base import HashTrainer
+from train.common import label_overlap
 from train.DAGtH import Trainer
 from train.DAGtH.rotation import HouseholderRotation, bit_variance, fit_rotation, quantization_loss
-from train.DAGtH.triplet import AdaptiveTriplet, label_masks
 from train.DAGtH.trainer import DAGtHCriterion
+from train.DAGtH.triplet import AdaptiveTriplet, label_masks
+from train.testing import build_trainer
 from utils.optim import BertAdam
 
 X4 = [[1, 0], [0.6, 0.8], [0.8, 0.6], [0, 1]]
@@ -105,7 +103,7 @@ def test_unique_an_pairs_are_not_double_counted():
     labels = t([[1, 0, 0]] * 3 + [[0, 1, 0]] * 2 + [[0, 0, 1]])
     z = F.normalize(x, dim=1)
     c = z @ z.T
-    different = (labels @ labels.T == 0).triu()
+    different = (label_overlap(labels) == 0).triu()
     unique_mean = c[different].mean().item()
     positive, negative = label_masks(labels, labels, True)
     a, _, n = torch.where(positive[:, :, None] & negative[:, None, :])
@@ -251,27 +249,8 @@ def test_bit_variance():
 
 
 # --------------------------------------------------------------------------------------------- trainer parts
-class _StubBackbone(nn.Module):
-    embed_dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.image, self.text = nn.Linear(12, 8), nn.Linear(6, 8)
-
-    def encode_image(self, x):
-        return self.image(x)
-
-    def encode_text(self, x):
-        return self.text(x)
-
-
 def stub_trainer(**overrides):
-    torch.manual_seed(4)
-    cfg = Trainer.Config(output_dim=8, **overrides)
-    backbone = _StubBackbone()
-    model = DualHashModel(backbone, *[LinearTanhHead(8, 8, 0.2, init="kaiming") for _ in range(2)])
-    return SimpleNamespace(cfg=cfg, backbone=backbone, model=model, criterion=DAGtHCriterion(cfg),
-                           device=torch.device("cpu"), primary_code_set="8")
+    return build_trainer(Trainer, num_classes=3, seed=4, output_dim=8, **overrides)
 
 
 def batch(rows=16):
@@ -282,7 +261,7 @@ def batch(rows=16):
 
 def test_similarity_step_leaves_the_rotation_alone():
     trainer = stub_trainer()
-    groups = HashTrainer.param_groups(trainer)
+    groups = trainer.param_groups()
     optimized = {id(p) for g in groups for p in g["params"]}
     assert id(trainer.criterion.rotation.weight) not in optimized
     optimizer = BertAdam(groups, lr=1e-3, warmup=0.1, t_total=10)
@@ -290,7 +269,7 @@ def test_similarity_step_leaves_the_rotation_alone():
     before = [p.detach().clone() for p in trainer.model.parameters()]
     for _ in range(3):  # the first BertAdam update has lr 0 (warmup)
         optimizer.zero_grad()
-        Trainer.training_step(trainer, data)["loss"].backward()
+        trainer.training_step(data)["loss"].backward()
         optimizer.step()
     assert trainer.criterion.rotation.weight.grad is None
     assert torch.equal(trainer.criterion.rotation.weight, torch.eye(8))
@@ -322,7 +301,7 @@ def test_encoding_with_identity_parameter_matches_plain_sign():
     trainer.model.eval()
     data = batch(20)
     with torch.no_grad():
-        image, text = Trainer.encode(trainer, data)["8"]
+        image, text = trainer.encode(data)["8"]
         raw_image, raw_text = trainer.model(data["image"], data["text"])
     assert set(image.unique().tolist()) <= {-1.0, 1.0} and set(text.unique().tolist()) <= {-1.0, 1.0}
     plain_image, plain_text = torch.sign(raw_image), torch.sign(raw_text)
@@ -332,7 +311,7 @@ def test_encoding_with_identity_parameter_matches_plain_sign():
     none = stub_trainer(rotation="none")
     none.model.eval()
     with torch.no_grad():
-        assert torch.equal(Trainer.encode(none, data)["8"][0], plain_image)
+        assert torch.equal(none.encode(data)["8"][0], plain_image)
 
 
 def test_encoding_uses_the_fitted_rotation():
@@ -342,7 +321,7 @@ def test_encoding_uses_the_fitted_rotation():
     trainer.model.eval()
     data = batch(20)
     with torch.no_grad():
-        image, _ = Trainer.encode(trainer, data)["8"]
+        image, _ = trainer.encode(data)["8"]
         raw, _ = trainer.model(data["image"], data["text"])
         expected = torch.sign(raw @ trainer.criterion.rotation.matrix().T)
     assert torch.equal(image, expected)

@@ -14,8 +14,8 @@ from torch import nn
 from dataset.pairs import PairDataset
 from dataset.text import CaptionTokenizer
 from dataset.transforms import eval_transform
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
+from train.common import float32_region
 from train.config import BaseConfig
 from utils.config import option
 from utils.metrics import to_binary_codes
@@ -49,10 +49,9 @@ class DAGtHConfig(BaseConfig):
                                    "training codes and encode sign(h Hᵀ); none: sign(h)", choices=("post", "none"))
     rotation_steps: int = option(300, "full-batch Adam steps of the rotation fit")
     rotation_lr: float = option(0.01, "Adam learning rate of the rotation fit")
-    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; QinLab unified) or "
-                                       "default (PyTorch)", choices=("kaiming", "default"))
-    head_dropout: float = option(0.2, "dropout on the pre-activation of the hash heads")
 
+    # hash heads: kaiming (uniform fan_out, zero bias; QinLab unified)
+    defaults = {"head_init": "kaiming"}
     # demo (tiny from-scratch CLIP): with ε re-estimated per batch, mean Δ ≈ 0 at random init gives ε ≈ 0 and the
     # loss rewards shrinking every cosine gap: all codes collapse to one (0.3165 mAP everywhere). A fixed ε₀ = 0.25
     # (the DScPH-main AdaTriplet behaviour) costs 0.25 at collapse and trains; PyTorch's head init avoids tanh
@@ -63,12 +62,12 @@ class DAGtHConfig(BaseConfig):
 class DAGtHCriterion(nn.Module):
     """AdaTriplet state (one miner, or four for the directional mode) and the Householder rotation."""
 
-    DIRECTIONS = ("i2i", "t2t", "i2t", "t2i")
+    PAIRS = ("i2i", "t2t", "i2t", "t2i")
 
     def __init__(self, cfg: DAGtHConfig):
         super().__init__()
         self.mode = cfg.triplet_mode
-        names = ("joint",) if self.mode == "joint" else self.DIRECTIONS
+        names = ("joint",) if self.mode == "joint" else self.PAIRS
         self.terms = nn.ModuleDict({name: AdaptiveTriplet(cfg.epsilon_init, cfg.beta_init, cfg.k_delta, cfg.k_an,
                                                           cfg.an_weight, cfg.loss_an, cfg.mining, cfg.margin_update)
                                      for name in names})
@@ -95,11 +94,6 @@ class Trainer(HashTrainer):
     name = "DAGtH"
     paper = "Deep adaptive gradient-triplet hashing for cross-modal retrieval (Expert Systems with Applications 2025)"
 
-    def build_model(self) -> DualHashModel:
-        cfg, dim = self.cfg, self.backbone.embed_dim
-        heads = [LinearTanhHead(dim, cfg.output_dim, cfg.head_dropout, init=cfg.head_init) for _ in range(2)]
-        return DualHashModel(self.backbone, *heads)
-
     def build_criterion(self) -> DAGtHCriterion:
         return DAGtHCriterion(self.cfg)
 
@@ -118,9 +112,8 @@ class Trainer(HashTrainer):
         cfg, split = self.cfg, self.data.split
         dataset = PairDataset(self.data.table, split.train, eval_transform(self.backbone.image_size),
                               CaptionTokenizer(cfg.max_words), cfg.eval_caption)
-        loader, _ = self.eval_loader(dataset)
         images, texts = [], []
-        for batch in loader:
+        for batch in self.evaluator.loader(dataset):
             batch = self.to_device(batch)
             with self.autocast():
                 image, text = self.model(batch["image"], batch["text"])
@@ -128,7 +121,7 @@ class Trainer(HashTrainer):
             texts.append(text.float())
         return self.dist.gather_rows(torch.cat(images)), self.dist.gather_rows(torch.cat(texts))
 
-    def before_evaluation(self) -> None:
+    def on_evaluation_start(self) -> None:
         """Fit H on the frozen training codes (not with --test: the checkpoint's H is used)."""
         cfg = self.cfg
         if cfg.rotation == "post" and not cfg.test:
@@ -139,7 +132,7 @@ class Trainer(HashTrainer):
     def encode(self, batch):
         image, text = self.model(batch["image"], batch["text"])
         if self.cfg.rotation == "post":
-            with torch.autocast(self.device.type, enabled=False):
+            with float32_region(image, text) as (image, text):
                 rotation = self.criterion.rotation.matrix().T
-                image, text = image.float() @ rotation, text.float() @ rotation
+                image, text = image @ rotation, text @ rotation
         return {self.primary_code_set: (to_binary_codes(image), to_binary_codes(text))}

@@ -1,6 +1,6 @@
 """AdaTriplet on cosine similarities: automatic margin ε, optional anchor–negative term with automatic β.
 
-Spec: shared/methods/DAGtH.md section 4 (the reference `utils/loss.py` + `utils/miner.py`). For a similarity
+README.md, section Loss (the reference `utils/loss.py` + `utils/miner.py`). For a similarity
 matrix C between anchors (rows) and candidates (columns), the triplets are every (a, p, n) with p a positive and
 n a negative of a, Δ_apn = C_ap − C_an, and per call (`update="batch"`, the reference; "epoch" and "fixed" below)
 
@@ -18,13 +18,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from train.common import label_similarity
+
 MINING = ("all", "hard", "semi-hard")
 MARGIN_UPDATES = ("batch", "epoch", "fixed")
 
 
 def label_masks(labels_a: torch.Tensor, labels_b: torch.Tensor, same_items: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(positive, negative) boolean masks: ≥ 1 shared label / none; the diagonal is no positive when `same_items`."""
-    share = (labels_a.float() @ labels_b.float().T) > 0
+    share = label_similarity(labels_a.float(), labels_b.float())
     positive = share.clone()
     if same_items:
         positive.fill_diagonal_(False)

@@ -1,4 +1,4 @@
-"""DCHMT's Euclidean similarity loss on pair-softmax codes (spec: DCHMT.md section 4)."""
+"""DCHMT's Euclidean similarity loss on pair-softmax codes (README: Loss)."""
 from __future__ import annotations
 
 import math
@@ -7,11 +7,6 @@ import torch
 import torch.nn.functional as F
 
 PAIRS = (("i2t", 0, 1), ("i2i", 0, 0), ("t2t", 1, 1))
-
-
-def label_similarity(labels: torch.Tensor) -> torch.Tensor:
-    """S = 1[L Lᵀ > 0] (B×B), pairs sharing at least one label."""
-    return ((labels @ labels.T) > 0).to(labels.dtype)
 
 
 def pair_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,12 @@
-"""DCHMT spec fixtures (section 10), head and code properties."""
+"""DCHMT fixtures (README: Fixtures), head and code properties."""
 import math
 
 import pytest
 import torch
 
 from model.heads import AttentionPairHead, PairSoftmaxHead, pair_codes
-from train.DCHMT.loss import label_similarity, quantization_loss, similarity_loss
+from train.common import label_similarity
+from train.DCHMT.loss import quantization_loss, similarity_loss
 
 
 def t(values):
@@ -43,7 +44,7 @@ MULTI_L = [[1, 1, 0], [0, 1, 0], [0, 0, 1]]
 
 
 def test_multi_label_fixture_vartheta_half():
-    s = label_similarity(t(MULTI_L))
+    s = label_similarity(t(MULTI_L)).double()
     assert s.tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
     out = similarity_loss(t(MULTI_I), t(MULTI_T), s, 2, 0.5)
     expected = {"pos_i2t": 0.3044444, "neg_i2t": 0.2814057, "pos_i2i": 0.2311111, "neg_i2i": 0.4048742,
@@ -53,7 +54,7 @@ def test_multi_label_fixture_vartheta_half():
 
 
 def test_multi_label_fixture_vartheta_three_quarters_and_l1():
-    s = label_similarity(t(MULTI_L))
+    s = label_similarity(t(MULTI_L)).double()
     out = similarity_loss(t(MULTI_I), t(MULTI_T), s, 2, 0.75)
     assert [out["neg_i2t"].item(), out["neg_i2i"].item(), out["neg_t2t"].item()] == pytest.approx(
         [0.5363815, 0.7045797, 0.4097699], abs=1e-6)
@@ -86,7 +87,7 @@ def test_gradient_signs():
 
 
 def test_permutation_and_swap_invariance():
-    s = label_similarity(t(MULTI_L))
+    s = label_similarity(t(MULTI_L)).double()
     base = similarity_loss(t(MULTI_I), t(MULTI_T), s, 2, 0.5)["loss"].item()
     perm = [2, 0, 1]
     permuted = similarity_loss(t(MULTI_I)[perm], t(MULTI_T)[perm], s[perm][:, perm], 2, 0.5)["loss"].item()

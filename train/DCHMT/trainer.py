@@ -5,10 +5,11 @@ from dataclasses import dataclass
 
 from model.heads import AttentionPairHead, DualHashModel, PairSoftmaxHead, pair_codes
 from train.base import HashTrainer
+from train.common import label_similarity
 from train.config import BaseConfig
 from utils.config import option
 
-from .loss import label_similarity, quantization_loss, similarity_loss
+from .loss import quantization_loss, similarity_loss
 
 
 @dataclass
@@ -22,10 +23,11 @@ class DCHMTConfig(BaseConfig):
                                    "(attention + norm + Linear(512, 2K))", choices=("original", "kalenforn"))
     hidden_dim: int = option(128, "hidden width of the original head")
     quan_alpha: float = option(0.0, "weight of kalenforn's pair quantization term (kalenforn: 0.001)")
-    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; the reference) or default "
-                                       "(PyTorch's Linear init: unsaturated pairs on a from-scratch backbone)",
-                            choices=("kaiming", "default"))
 
+    # pair heads (--head-init): kaiming (uniform fan_out, zero bias; the reference); default (PyTorch's init) gives
+    # unsaturated pairs on a from-scratch backbone
+    defaults = {"head_init": "kaiming"}
+    inapplicable = {"head_dropout": "DCHMT's pair heads have no dropout"}
     # coco: the original README's COCO command (the paper setting). demo (from-scratch tiny backbone, README Demo):
     # the kaiming(fan_out) pair init starts saturated and almost constant; the ϑ = 0.5 margin (32 of 64 bits
     # between every pair without a shared label) dominates the multi-label demo and learns slowly.
@@ -50,8 +52,8 @@ class Trainer(HashTrainer):
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
         cfg = self.cfg
-        out = similarity_loss(image.flatten(1), text.flatten(1), label_similarity(batch["label"]), cfg.output_dim,
-                              cfg.vartheta, cfg.loss_type)
+        similarity = label_similarity(batch["label"]).to(batch["label"].dtype)
+        out = similarity_loss(image.flatten(1), text.flatten(1), similarity, cfg.output_dim, cfg.vartheta, cfg.loss_type)
         if cfg.quan_alpha > 0:
             out["quantization"] = (quantization_loss(image) + quantization_loss(text)) / 2
             out["loss"] = out["loss"] + cfg.quan_alpha * out["quantization"]

@@ -1,4 +1,4 @@
-"""DDBH's boundary-preserving loss (BPL) and class-wise quantisation (spec: DDBH.md section 4).
+"""DDBH's boundary-preserving loss (BPL) and class-wise quantisation (README.md, section Loss).
 
 For every anchor row of the inner products X = u vᵀ, two base points are chosen from the batch (no
 gradient): BP for the similar pairs and BPd for the dissimilar ones. The pairwise likelihood is a sigmoid
@@ -13,10 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def label_similarity(labels: torch.Tensor) -> torch.Tensor:
-    """S = (L Lᵀ > 0) as bool (B×B); the diagonal is included."""
-    return (labels @ labels.T) > 0
+from train.common import label_similarity
 
 
 def likelihood_parameters(bits: int, y_p: float = 0.5) -> tuple[float, float, float]:

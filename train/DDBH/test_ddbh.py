@@ -1,11 +1,19 @@
-"""DDBH spec fixtures (section 10) and properties of the boundary-preserving loss."""
+"""DDBH fixtures (README: Fixtures) and properties of the boundary-preserving loss."""
 import math
 
 import pytest
 import torch
 
-from train.DDBH.loss import (BoundaryHashLoss, base_points, boundary_logits, boundary_loss, boundary_loss_at,
-                             classwise_quantization, label_similarity, likelihood_parameters)
+from train.common import label_similarity
+from train.DDBH.loss import (
+    BoundaryHashLoss,
+    base_points,
+    boundary_logits,
+    boundary_loss,
+    boundary_loss_at,
+    classwise_quantization,
+    likelihood_parameters,
+)
 
 
 def t(values, dtype=torch.float32):
@@ -13,8 +21,8 @@ def t(values, dtype=torch.float32):
 
 
 def loop_boundary_loss(u, v, labels, bits):
-    """The spec's section 4 literally: one anchor row at a time, boolean masks, Python floats for the base points."""
-    s = (labels @ labels.T) > 0
+    """README.md, section Loss, literally: one anchor row at a time, boolean masks, Python floats for base points."""
+    s = label_similarity(labels)
     inner = u @ v.T
     upper, c = bits / 4, -(6 / bits) * math.log(99)
     sims, diss, count = 0.0, 0.0, 0
@@ -58,7 +66,7 @@ def test_likelihood_anchor_points(bits):
         assert loss == pytest.approx(math.log(2), abs=1e-7)
 
 
-# ------------------------------------------------------------------ spec fixtures A and B
+# ------------------------------------------------------------------ fixtures A and B
 FIXTURE_A = dict(bits=4, labels=[[1, 0], [1, 0], [0, 1], [0, 1]],
                  u_i=[[.8, .6, .4, .2], [.7, .3, -.5, .6], [-.6, -.4, .9, -.3], [-.2, .7, -.8, -.5]],
                  u_t=[[.9, .5, .3, -.2], [.4, -.6, .8, .7], [-.5, -.9, -.3, -.6], [.7, -.2, -.4, -.8]],
@@ -184,7 +192,7 @@ def test_no_valid_row_gives_zero(labels):
 
 
 def test_exact_ties_give_a_finite_loss():
-    # the spec's NaN example: the reference gives NaN (a row's dissimilar products all sit exactly at BPd = 0)
+    # the reference gives NaN here (a row's dissimilar products all sit exactly at BPd = 0)
     u = t([[.5, .5, .5, -.5], [.5, -.5, .5, .5], [-.5, -.5, -.5, -.5], [.5, -.5, -.5, -.5]])
     labels = t([[1, 0], [1, 0], [0, 1], [0, 1]])
     value = boundary_loss(u, u, label_similarity(labels), 4)

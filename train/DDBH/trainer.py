@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
@@ -18,21 +17,13 @@ class DDBHConfig(BaseConfig):
     batch_size: int = option(64, "training batch size")
     quantization_weight: float = option(0.1, "weight of the class-wise quantisation term (hard-coded 0.1 in the "
                                              "reference)")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
-    head_init: str = option("default", "hash-head init: default (PyTorch, original DDBH repo) or kaiming "
-                                       "(fan_out, zero bias: unified repo)", choices=("default", "kaiming"))
+    # hash heads (--head-init): default (PyTorch, original DDBH repo); the unified repo uses kaiming
 
 
 class Trainer(HashTrainer):
     Config = DDBHConfig
     name = "DDBH"
     paper = "Deep Discriminative Boundary Hashing for Cross-modal Retrieval (IEEE TCSVT 2025)"
-
-    def build_model(self) -> DualHashModel:
-        cfg = self.cfg
-        dim, bits = self.backbone.embed_dim, cfg.output_dim
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, cfg.head_dropout, cfg.head_init),
-                             LinearTanhHead(dim, bits, cfg.head_dropout, cfg.head_init))
 
     def build_criterion(self) -> BoundaryHashLoss:
         return BoundaryHashLoss(self.cfg.output_dim, self.cfg.quantization_weight)

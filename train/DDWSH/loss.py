@@ -1,4 +1,4 @@
-"""DDWSH's margin loss with learnable per-class boundaries β (spec: shared/methods/DDWSH.md section 4)."""
+"""DDWSH's margin loss with learnable per-class boundaries β (README.md, section Loss)."""
 from __future__ import annotations
 
 import torch

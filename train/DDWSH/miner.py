@@ -1,6 +1,6 @@
 """Distance-weighted triplet sampling (Wu et al. 2017, in Roth's DML-baselines form) as DDWSH uses it.
 
-Spec: shared/methods/DDWSH.md section 4. One triplet per anchor row: a uniform positive (sharing a
+README.md, section Loss. One triplet per anchor row: a uniform positive (sharing a
 label, not the anchor's own column) and a negative drawn with probability inversely proportional to
 the density of distances on a `dim`-dimensional hypersphere. Vectorised over anchors: rows that
 cannot form a triplet are sampled anyway (with dummy weights) and reported as invalid.
@@ -8,6 +8,8 @@ cannot form a triplet are sampled anyway (with dummy weights) and reported as in
 from __future__ import annotations
 
 import torch
+
+from train.common import label_similarity
 
 LOWER_CUTOFF = 0.5
 MINER_INPUTS = ("distance_matrix", "embeddings")
@@ -64,7 +66,7 @@ def sample_triplets(distances: torch.Tensor, labels: torch.Tensor, mode: str = "
     lower distance clamp (a larger one spreads the draws over more negatives).
     """
     size = distances.shape[0]
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     eye = torch.eye(size, dtype=torch.bool, device=distances.device)
     candidates = shares & ~eye
     anchor = candidates.any(dim=1) & (~shares).any(dim=1)

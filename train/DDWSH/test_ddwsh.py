@@ -1,10 +1,11 @@
-"""DDWSH spec fixtures (section 10), miner properties and the margin loss."""
+"""DDWSH fixtures (README: Fixtures), miner properties and the margin loss."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from train.common import label_similarity
 from train.DDWSH.loss import MarginLoss
 from train.DDWSH.miner import inverse_sphere_weights, mining_distances, profile_distances, sample_triplets
 
@@ -45,7 +46,7 @@ def test_miner_weights_embeddings_input_fixture():
 
 def test_miner_weights_distance_matrix_input_fixture():
     source, q = anchor0_weights("distance_matrix")
-    # the spec's values carry float32 rounding of the reference (up to 4.5e-7 here); float64 is used
+    # the reference's values carry its float32 rounding (up to 4.5e-7 here); float64 is used
     assert source.clamp_min(0.5).tolist() == pytest.approx([0.5, 1.07464206, 2.1164031, 2.32450151, 2.81136394],
                                                            abs=1e-6)
     assert q.tolist() == pytest.approx([0, 0, 0.45842621, 0.34599897, 0.19557483], abs=1e-6)
@@ -67,7 +68,7 @@ def test_weights_sum_to_one_zero_on_positives_and_finite(dim):
     x = torch.randn(24, 8, generator=gen, dtype=torch.float64)
     labels = (torch.rand(24, 5, generator=gen) < 0.3).double()
     labels[:, 0] += labels.sum(dim=1) == 0
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     source = profile_distances(torch.cdist(x, x))
     q = inverse_sphere_weights(source, shares, dim)
     assert torch.isfinite(q).all()
@@ -81,7 +82,7 @@ def test_weights_sum_to_one_zero_on_positives_and_finite(dim):
 def test_anchor_with_only_positives_is_skipped():
     x = t([[1, 0], [0, 1], [1, 1]])
     labels = t([[1, 0], [1, 1], [0, 1]])  # every pair with row 1 shares a label
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     q = inverse_sphere_weights(torch.cdist(x, x), shares, 16)
     assert q[1].tolist() == [0, 0, 0]
     _, _, valid = sample_triplets(torch.cdist(x, x), labels)
@@ -196,7 +197,7 @@ def test_all_positives_pairs_every_positive_with_a_negative():
     positive, negative, valid = sample_triplets(distances, labels, "embeddings", 16, "all",
                                                 torch.Generator().manual_seed(0))
     assert positive.shape == negative.shape == valid.shape == (32, 32)
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     has_negative = (~shares).any(dim=1, keepdim=True)
     assert torch.equal(valid, shares & ~torch.eye(32, dtype=torch.bool) & has_negative)
     assert (positive == torch.arange(32)).all()
@@ -212,14 +213,11 @@ def test_all_positives_loss_on_fixture():
 
 @pytest.mark.parametrize("init", ["kaiming", "default"])
 def test_head_init_option(init):
-    from types import SimpleNamespace
-
     from train.DDWSH import Trainer
+    from train.testing import StubBackbone, build_trainer
 
     assert Trainer.Config().head_init == "kaiming"  # the reference LinearHash
-    torch.manual_seed(0)
-    stub = SimpleNamespace(backbone=SimpleNamespace(embed_dim=512), cfg=Trainer.Config(output_dim=64, head_init=init))
-    model = Trainer.build_model(stub)
+    model = build_trainer(Trainer, backbone=StubBackbone(embed_dim=512), output_dim=64, head_init=init).model
     for head in (model.image_head, model.text_head):
         assert torch.all(head.fc.bias == 0) == (init == "kaiming")
         bound = math.sqrt(6 / 64) if init == "kaiming" else 1 / math.sqrt(512)  # kaiming_uniform fan_out vs PyTorch
@@ -230,7 +228,8 @@ def test_config_defaults_reference_and_demo():
     from train.DDWSH import Trainer
 
     reference = Trainer.Config()
-    assert (reference.head_init, reference.ddwsh_miner_input, reference.ddwsh_positives) == ("kaiming", "distance_matrix", "one")
+    assert (reference.head_init, reference.ddwsh_miner_input, reference.ddwsh_positives) == \
+        ("kaiming", "distance_matrix", "one")
     assert reference.ddwsh_lower_cutoff == 0.5
     demo = Trainer.Config.defaults_for("demo")
     assert (demo["head_init"], demo["ddwsh_miner_input"], demo["ddwsh_positives"]) == ("default", "embeddings", "all")

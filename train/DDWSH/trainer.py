@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
@@ -32,10 +31,9 @@ class DDWSHConfig(BaseConfig):
                                   choices=POSITIVE_SAMPLING)
     ddwsh_lower_cutoff: float = option(LOWER_CUTOFF, "lower clamp of the distances the sampling weights use "
                                                      "(reference 0.5; larger = draws spread over more negatives)")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
-    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; the reference "
-                                       "LinearHash) or default (PyTorch's Linear init)", choices=("kaiming", "default"))
 
+    # hash heads: kaiming (uniform fan_out, zero bias; the reference LinearHash)
+    defaults = {"head_init": "kaiming"}
     # demo (tiny from-scratch CLIP): the image tower hardly learns with one near-hardest negative per anchor; Roth's
     # sampler on the code distances, every positive (Wu et al.) and the cutoff at β + m = 1.4 (uniform over the
     # margin-violating negatives) train it; PyTorch's head init avoids tanh saturation (README: Demo)
@@ -47,11 +45,6 @@ class Trainer(HashTrainer):
     Config = DDWSHConfig
     name = "DDWSH"
     paper = "Deep Distance Weighted Sampling Hashing for Cross-modal Retrieval (IEEE TMM 2026)"
-
-    def build_model(self) -> DualHashModel:
-        dim, bits, p, init = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_dropout, self.cfg.head_init
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, p, init=init),
-                             LinearTanhHead(dim, bits, p, init=init))
 
     def build_criterion(self) -> MarginLoss:
         cfg = self.cfg

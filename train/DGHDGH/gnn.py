@@ -1,6 +1,6 @@
 """DGHDGH's graph generator and node/edge message-passing GNN on complete batch graphs.
 
-Spec: shared/methods/DGHDGH.md section 3. The reference keeps edges as an index list (E = B², row-major:
+README.md, section Model. The reference keeps edges as an index list (E = B², row-major:
 edge (r, c) = r·B + c) and uses torch_scatter; on a complete graph every scatter over r or c is a sum
 over one axis of the (B, B, K) edge tensor, and the segment softmax over the incoming edges of c is a
 softmax over the r axis, so edges stay a (B, B, K) tensor here: edges[r, c] = w_rc.

@@ -1,6 +1,6 @@
 """DGHDGH's losses: triplets on real and generated hard negatives, graph classification, generator terms.
 
-Spec: shared/methods/DGHDGH.md sections 4 and 9. Triplets are dense (B, B, B) masks [a, p, n]; the
+README.md, sections Loss and Reference quirks. Triplets are dense (B, B, B) masks [a, p, n]; the
 reference's per-triplet (T, K) synthetic negatives are only formed where a classifier must read them
 (J_ce): the cosine between an anchor and its synthetic negative has a closed form in (B, B) quantities.
 """
@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.common import label_similarity
+
 from .gnn import GNNDecoder, edge_attributes
 
 # (name, anchor modality, reference modality, cross-modal?) for the graphs G(z_i), G(z_i, z_t), G(z_t, z_i), G(z_t)
@@ -20,7 +22,7 @@ GRAPHS = (("ii", 0, 0, False), ("it", 0, 1, True), ("ti", 1, 0, True), ("tt", 1,
 
 def triplet_mask(labels: torch.Tensor, cross: bool) -> torch.Tensor:
     """valid[a, p, n]: p shares a label with a, n shares none. Intra-modal: p != a; cross-modal: (a, a, n) too."""
-    sames = (labels @ labels.T) > 0
+    sames = label_similarity(labels)
     diffs = ~sames
     if not cross:
         sames = sames & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
@@ -89,8 +91,15 @@ def diversity_loss(edge_reprs: torch.Tensor) -> torch.Tensor:
 
 
 def lambda3_rule(running_gen: float, beta: float = 2.0) -> float:
-    """The reference's dynamic λ3: 1 − exp(−β / J̄_gen) clamped to [0.1, 0.9], inner values replaced by 0.1."""
-    value = 1 - math.exp(-beta / (1e6 if running_gen == 0 else running_gen))
+    """The reference's dynamic λ3: 1 − exp(−β / J̄_gen) clamped to [0.1, 0.9], inner values replaced by 0.1.
+
+    A small negative J̄_gen (about −0.0028 < J̄_gen < 0 for β = 2) makes the exponent overflow a float: the
+    reference's exp gives inf there, so λ3 = 0.1, and so does this function (instead of an OverflowError).
+    """
+    try:
+        value = 1 - math.exp(-beta / (1e6 if running_gen == 0 else running_gen))
+    except OverflowError:
+        value = -math.inf
     value = min(max(value, 0.1), 0.9)
     return value if value in (0.1, 0.9) else 0.1
 
@@ -112,7 +121,7 @@ class DGHDGHLoss(nn.Module):
 
     def graphs(self, codes: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor):
         """(node_preds, edge_reprs) of the four graphs, in GRAPHS order."""
-        mask = (labels @ labels.T) > 0
+        mask = label_similarity(labels)
         outputs = []
         for _, i, j, cross in GRAPHS:
             x, y = codes[i], codes[j]

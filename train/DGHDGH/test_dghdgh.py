@@ -1,15 +1,22 @@
-"""DGHDGH spec fixtures (section 10), reshape-vs-scatter equivalence, the compact synthetic cosine, step order."""
-import contextlib
+"""DGHDGH fixtures (README: Fixtures), reshape-vs-scatter equivalence, the compact synthetic cosine, step order."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from model.heads import DualHashModel, LinearTanhHead
+from train.common import label_similarity
 from train.DGHDGH.gnn import EdgeUpdate, GNNDecoder, NodeAttention, edge_attributes, edge_softmax
-from train.DGHDGH.loss import (diversity_loss, eta, lambda3_rule, synthetic_cosine, synthetic_negatives,
-                               triplet_loss, triplet_mask)
+from train.DGHDGH.loss import (
+    diversity_loss,
+    eta,
+    lambda3_rule,
+    synthetic_cosine,
+    synthetic_negatives,
+    triplet_loss,
+    triplet_mask,
+)
+from train.testing import StubBackbone, build_trainer
 
 
 def t(values, dtype=torch.float32):
@@ -157,7 +164,7 @@ def test_node_attention_reshape_equals_edge_list_scatter():
     module = NodeAttention(8, 4, "plus_one").double()
     source, target = torch.randn(5, 8, dtype=torch.float64), torch.randn(5, 8, dtype=torch.float64)
     labels = t([[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 0]], torch.float64)
-    mask = (labels @ labels.T) > 0
+    mask = label_similarity(labels)
     assert torch.allclose(module(source, target, mask), edge_list_node_attention(module, source, target, mask))
 
 
@@ -197,7 +204,7 @@ def test_gnn_shapes_and_ranges():
     torch.manual_seed(0)
     gnn = GNNDecoder(8, 5, layers=2, heads=4)
     labels, x, y, _ = random_batch(6, 8, 5, dtype=torch.float32)
-    mask = (labels @ labels.T) > 0
+    mask = label_similarity(labels)
     preds, reprs = gnn(x, y, edge_attributes(x, y), mask)
     assert preds.shape == (6, 5) and reprs.shape == (6, 6, 8)
     assert torch.all((reprs > 0) & (reprs < 1))
@@ -211,42 +218,20 @@ def test_diversity_fixture():
 
 
 @pytest.mark.parametrize("running, expected", [(0.0, 0.1), (0.5, 0.9), (0.87, 0.1), (5.0, 0.1), (0.8686, 0.1),
-                                               (0.8685, 0.9)])
+                                               (0.8685, 0.9), (-0.001, 0.1), (-0.0028, 0.1), (-1e-300, 0.1),
+                                               (-0.003, 0.1), (-5.0, 0.1)])
 def test_lambda3_rule(running, expected):
     assert lambda3_rule(running) == expected
 
 
 # ---------------------------------------------------------------- step order and optimizer isolation
-class StubBackbone(torch.nn.Module):
-    embed_dim = 6
-
-    def __init__(self):
-        super().__init__()
-        self.image = torch.nn.Linear(4, 6)
-        self.text = torch.nn.Linear(3, 6)
-
-    def encode_image(self, x):
-        return self.image(x)
-
-    def encode_text(self, x):
-        return self.text(x)
-
-
 def stub_trainer():
-    from train.DGHDGH.trainer import DGHDGHConfig, RunningMean, Trainer
+    from train.DGHDGH.trainer import Trainer
 
-    torch.manual_seed(0)
-    trainer = Trainer.__new__(Trainer)
-    trainer.cfg = cfg = DGHDGHConfig(output_dim=8, clip_lr=1e-2)
-    trainer.num_classes = 3
-    trainer.model = DualHashModel(StubBackbone(), LinearTanhHead(6, 8, init="kaiming"),
-                                  LinearTanhHead(6, 8, init="kaiming"))
-    trainer.criterion = trainer.build_criterion()
-    trainer.optimizers = [torch.optim.SGD(trainer.model.parameters(), lr=0.1), *trainer.extra_optimizers()]
-    trainer.step_module = trainer.training_step
-    trainer.autocast = contextlib.nullcontext
-    trainer.meters = {"J_r": RunningMean(), "J_gen": RunningMean()}
-    assert cfg.gnn_lr is None and trainer.optimizers[1].param_groups[0]["lr"] == 1e-2
+    backbone = StubBackbone(embed_dim=6, image_dim=4, text_dim=3)
+    trainer = build_trainer(Trainer, num_classes=3, backbone=backbone, output_dim=8, clip_lr=1e-2)
+    trainer.optimization.optimizers[0] = torch.optim.SGD(trainer.model.parameters(), lr=0.1)
+    assert trainer.cfg.gnn_lr is None and trainer.optimizers[1].param_groups[0]["lr"] == 1e-2
     return trainer
 
 
@@ -299,7 +284,7 @@ def test_optimization_step_order_and_running_means(monkeypatch):
               for name, m in (("model", trainer.model), ("gnn", criterion.gnn), ("cls", criterion.classifier))}
     out = trainer.optimization_step(stub_batch())
     assert seen["running_r"] == pytest.approx(float(out["J_r"].detach()))  # J̄_r includes this step in stage 1
-    assert trainer.meters["J_gen"].avg == pytest.approx(float(out["J_gen"].detach()))
+    assert trainer.meters["J_gen"].mean == pytest.approx(float(out["J_gen"].detach()))
     assert float(out["lambda3"]) == pytest.approx(0.1)  # J̄_gen was still 0
     changed = lambda old, module: any(not torch.equal(a, b) for a, b in zip(old, module.parameters()))  # noqa: E731
     assert changed(before["model"], trainer.model) and changed(before["cls"], criterion.classifier)
@@ -317,13 +302,9 @@ def test_head_init_option_and_demo_default():
     assert demo["head_init"] == "default" and demo["epochs"] == 15 and "lambda2" not in demo  # base demo values
     for name in ("coco", "flickr25k", "nuswide"):
         assert "head_init" not in DGHDGHConfig.defaults_for(name)
-    trainer = Trainer.__new__(Trainer)
-    trainer.backbone = StubBackbone()
-    trainer.backbone.embed_dim = 6
     for init, bound in (("kaiming", math.sqrt(6 / 8)), ("default", 1 / math.sqrt(6))):
-        trainer.cfg = DGHDGHConfig(output_dim=8, head_init=init)
-        torch.manual_seed(0)
-        model = trainer.build_model()
+        model = build_trainer(Trainer, num_classes=3, backbone=StubBackbone(embed_dim=6), output_dim=8,
+                              head_init=init).model
         for head in (model.image_head, model.text_head):
             assert head.fc.weight.abs().max() <= bound
             assert (head.fc.bias == 0).all() == (init == "kaiming")

@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import clip_grad_norm_
 
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
+from train.common import RunningMean
 from train.config import BaseConfig
-from utils.config import option
-from utils.errors import UserError
+from utils.config import option, require
 
 from .gnn import SOFTMAX_MODES
 from .loss import DGHDGHLoss, lambda3_rule
@@ -22,9 +21,6 @@ class DGHDGHConfig(BaseConfig):
     # original repository (QinLab-WFU/DGHDGH argsbase.py / train/get_args.py) defaults
     epochs: int = option(100, "training epochs")
     batch_size: int = option(128, "training batch size")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
-    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; the reference "
-                                       "LinearHash) or default (PyTorch)", choices=("kaiming", "default"))
     margin: float = option(0.25, "triplet margin on cosine similarities")
     alpha: float = option(5.0, "hardness α of the generated negatives: η = exp(−α / J̄_r)")
     beta: float = option(2.0, "β of the dynamic λ3 rule (1 − exp(−β / J̄_gen), then 0.1 or 0.9)")
@@ -45,26 +41,15 @@ class DGHDGHConfig(BaseConfig):
     model_clip_norm: float = option(2.0, "global gradient-norm clip of CLIP + heads before BertAdam")
     gnn_clip_norm: float = option(1.0, "global gradient-norm clip of the GNN before each of its steps")
 
+    # hash heads: kaiming (uniform fan_out, zero bias; the reference LinearHash)
+    defaults = {"head_init": "kaiming"}
     # demo only (README): the reference kaiming(fan_out) head saturates tanh on the tiny backbone (0.44 -> 0.87 mAP)
     dataset_defaults = {"demo": dict(head_init="default")}
 
-
-class RunningMean:
-    """The epoch's running mean of a loss (timm's AverageMeter on floats); 0 until the first update."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.total, self.count = 0.0, 0
-
-    def update(self, value: float) -> None:
-        self.total += value
-        self.count += 1
-
-    @property
-    def avg(self) -> float:
-        return self.total / self.count if self.count else 0.0
+    def validate(self) -> None:
+        super().validate()
+        require(self.gnn_heads >= 1 and self.output_dim % self.gnn_heads == 0, "gnn_heads", self.gnn_heads,
+                f"must divide --output-dim {self.output_dim}")
 
 
 class Trainer(HashTrainer):
@@ -73,21 +58,13 @@ class Trainer(HashTrainer):
     paper = ("Deep Global-sense Hard-negative Discriminative Generation Hashing for Cross-modal Retrieval "
              "(ICLR 2026)")
 
-    def __init__(self, cfg: DGHDGHConfig):
-        if cfg.precision == "fp16":
-            raise UserError("DGHDGH steps the GNN twice per iteration, which the fp16 gradient scaler does not "
-                            "support; use --precision bf16 or fp32")
-        if cfg.output_dim % cfg.gnn_heads:
-            raise UserError(f"--gnn-heads {cfg.gnn_heads} must divide --output-dim {cfg.output_dim}")
-        self.meters = {"J_r": RunningMean(), "J_gen": RunningMean()}
-        super().__init__(cfg)
-        if self.dist.enabled:
-            raise UserError("DGHDGH runs in a single process (its extra backward passes are outside DDP)")
+    distributed = "unsupported"
+    distributed_note = ("its classifier and generator backward passes run outside DistributedDataParallel, so their "
+                        "gradients would not be averaged over the processes")
 
-    def build_model(self) -> DualHashModel:
-        dim, bits, p, init = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_dropout, self.cfg.head_init
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, p, init=init),
-                             LinearTanhHead(dim, bits, p, init=init))
+    def __init__(self, cfg: DGHDGHConfig):
+        super().__init__(cfg)
+        self.meters = {"J_r": RunningMean(), "J_gen": RunningMean()}
 
     def build_criterion(self) -> DGHDGHLoss:
         cfg = self.cfg
@@ -112,8 +89,8 @@ class Trainer(HashTrainer):
         image, text = self.model(batch["image"], batch["text"])
         image, text = F.normalize(image, dim=1), F.normalize(text, dim=1)
         self._codes = (image, text, batch["label"])
-        out = self.criterion.stage2(image, text, batch["label"], self.meters["J_r"].avg)
-        out["lambda3"] = torch.tensor(lambda3_rule(self.meters["J_gen"].avg, cfg.beta))
+        out = self.criterion.stage2(image, text, batch["label"], self.meters["J_r"].mean)
+        out["lambda3"] = torch.tensor(lambda3_rule(self.meters["J_gen"].mean, cfg.beta))
         out["loss"] = cfg.lambda1 * out["J_r"] + cfg.lambda2 * out["J_gca"] + out["lambda3"] * out["J_syn"]
         return out
 
@@ -122,33 +99,33 @@ class Trainer(HashTrainer):
         cfg, criterion = self.cfg, self.criterion
         bert, gnn_optimizer, classifier_optimizer = self.optimizers
         gnn_params = list(criterion.gnn.parameters())
-        bert.zero_grad(set_to_none=True)
-        gnn_optimizer.zero_grad(set_to_none=True)
+        self.zero_grad(bert, gnn_optimizer)
         with self.autocast():
             out = self.step_module(batch)
         if out["loss"].requires_grad:
-            out["loss"].backward()
-        self.meters["J_r"].update(float(out["J_r"].detach()))
+            self.backward(out["loss"])
+        self.meters["J_r"].add(float(out["J_r"].detach()))
+        self.unscale_gradients(bert, gnn_optimizer)
         clip_grad_norm_(self.model.parameters(), cfg.model_clip_norm)
-        bert.step()
         clip_grad_norm_(gnn_params, cfg.gnn_clip_norm)
-        gnn_optimizer.step()
+        self.step(bert, gnn_optimizer)
 
         image, text, labels = self._codes
         self._codes = None
-        classifier_optimizer.zero_grad(set_to_none=True)
+        self.zero_grad(classifier_optimizer)
         with self.autocast():
             out["J_cz"] = criterion.classifier_loss(image, text, labels)
-        (cfg.lambda4 * out["J_cz"]).backward()
-        classifier_optimizer.step()
+        self.backward(cfg.lambda4 * out["J_cz"])
+        self.step(classifier_optimizer)
 
-        gnn_optimizer.zero_grad(set_to_none=True)
+        self.zero_grad(gnn_optimizer)
         with self.autocast():
-            out.update(criterion.stage1(image, text, labels, self.meters["J_r"].avg))
+            out.update(criterion.stage1(image, text, labels, self.meters["J_r"].mean))
         out["J_gen"] = cfg.lambda5 * out["J_ce"] + cfg.lambda6 * out["J_sim"] + cfg.lambda7 * out["J_div"]
         if out["J_gen"].requires_grad:
-            out["J_gen"].backward()
+            self.backward(out["J_gen"])
+        self.unscale_gradients(gnn_optimizer)
         clip_grad_norm_(gnn_params, cfg.gnn_clip_norm)
-        gnn_optimizer.step()
-        self.meters["J_gen"].update(float(out["J_gen"].detach()))
+        self.step(gnn_optimizer)
+        self.meters["J_gen"].add(float(out["J_gen"].detach()))
         return out

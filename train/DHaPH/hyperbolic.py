@@ -1,4 +1,4 @@
-"""The Poincaré-ball operations DHaPH uses (curvature −c; hyptorch's definitions, spec: DHaPH.md section 3)."""
+"""The Poincaré-ball operations DHaPH uses (curvature −c; hyptorch's definitions; README.md, section Model)."""
 from __future__ import annotations
 
 import torch

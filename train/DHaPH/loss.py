@@ -1,4 +1,4 @@
-"""DHaPH's losses (spec: DHaPH.md section 4).
+"""DHaPH's losses (README.md, section Loss).
 
 (a) A self-paced contrastive loss on cosine similarities (the reference calls it `MSLoss`).
 (b) The hierarchy-aware proxy loss (`HPLoss`, adapted from HIER): codes and learnable proxies in a Poincaré ball,
@@ -13,11 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hyperbolic import ToPoincare, poincare_distance
-
-
-def label_similarity(labels: torch.Tensor) -> torch.Tensor:
-    """S = (L Lᵀ > 0) as bool (B×B); the diagonal is included."""
-    return (labels @ labels.T) > 0
 
 
 def self_paced_delta(epoch: int, total_epochs: int) -> float:

@@ -1,4 +1,4 @@
-"""DHaPH spec fixtures (section 10) and properties of the self-paced and hierarchy proxy losses."""
+"""DHaPH fixtures (README: Fixtures) and properties of the self-paced and hierarchy proxy losses."""
 import math
 from types import SimpleNamespace
 
@@ -6,9 +6,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from train.common import label_similarity
 from train.DHaPH.hyperbolic import RiemannianGradient, ToPoincare, poincare_distance
-from train.DHaPH.loss import (HierarchyProxyLoss, label_similarity, lca_triplet_loss, reciprocal_triplets,
-                              self_paced_delta, self_paced_loss)
+from train.DHaPH.loss import (
+    HierarchyProxyLoss,
+    lca_triplet_loss,
+    reciprocal_triplets,
+    self_paced_delta,
+    self_paced_loss,
+)
 from train.DHaPH.trainer import DHaPHConfig, Trainer
 
 C = 0.1
@@ -154,6 +160,20 @@ def test_sampler_without_anchor_gives_no_triplet_and_zero_loss():
     # the reference raises here (np.concatenate of an empty list)
     assert reciprocal_triplets(torch.tensor(GRAPH), 2, 50) is None
     assert lca_triplet_loss(None, torch.ones(4, 3)).item() == 0.0
+
+
+def test_sampler_top_k_shrinks_to_a_batch_smaller_than_k():
+    # the reference's topk(15) raises for fewer than 15 items; here k becomes the batch size, so every item is
+    # every other's neighbour: all pairs are mutual and no negative but the anchor itself is left
+    graph = torch.rand(5, 5)
+    torch.manual_seed(0)
+    small = reciprocal_triplets(graph, 15, 20)
+    torch.manual_seed(0)
+    exact = reciprocal_triplets(graph, 5, 20)
+    assert all(torch.equal(a, b) for a, b in zip(small, exact))
+    anchor, positive, negative = small
+    assert torch.equal(torch.bincount(anchor, minlength=5), torch.full((5,), 20))
+    assert (positive != anchor).all() and torch.equal(negative, anchor)
 
 
 def test_sampler_properties_on_random_graph():

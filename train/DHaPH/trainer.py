@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
+from train.common import label_similarity
 from train.config import BaseConfig
 from utils.config import option
 
-from .loss import HierarchyProxyLoss, label_similarity, self_paced_delta, self_paced_loss
+from .loss import HierarchyProxyLoss, self_paced_delta, self_paced_loss
 
 
 @dataclass
@@ -33,9 +33,7 @@ class DHaPHConfig(BaseConfig):
     hp_lr: float = option(1e-5, "AdamW learning rate of the hyperbolic embedding layer")
     proxy_lr: float = option(1e-5, "AdamW learning rate of the proxies")
     hp_weight_decay: float = option(0.01, "AdamW weight decay of the embedding layer and the proxies")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
-    head_init: str = option("default", "hash-head init: default (PyTorch, original DHaPH repo) or kaiming "
-                                       "(fan_out, zero bias: unified repo)", choices=("default", "kaiming"))
+    # hash heads (--head-init): default (PyTorch, original DHaPH repo); the unified repo uses kaiming
 
     # the demo trains on the CPU: 500 proxies make the LCA triplets (50 per proxy anchor × 500 proxies, each
     # Gumbel pick over all proxies) cost ~10 s per step there; 64 keep a step well under a second
@@ -48,12 +46,6 @@ class Trainer(HashTrainer):
     paper = ("Deep Hierarchy-aware Proxy Hashing with Self-paced Learning for Cross-modal Retrieval "
              "(IEEE TKDE 2024)")
     delta: float = 0.0  # self-paced δ of the current epoch, set by on_epoch_start
-
-    def build_model(self) -> DualHashModel:
-        cfg = self.cfg
-        dim, bits = self.backbone.embed_dim, cfg.output_dim
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, cfg.head_dropout, cfg.head_init),
-                             LinearTanhHead(dim, bits, cfg.head_dropout, cfg.head_init))
 
     def build_criterion(self) -> HierarchyProxyLoss:
         cfg = self.cfg

@@ -1,4 +1,4 @@
-"""DIMCH's loss (spec: DIMCH.md section 4): NDCG-weighted triplets on smooth-Chamfer set similarity and on
+"""DIMCH's loss (README.md, section Loss): NDCG-weighted triplets on smooth-Chamfer set similarity and on
 hash cosine distance, MMD between the modalities' set elements, a diversity term and quantization.
 
 Every pairwise quantity is at most B³ (triplets) or (B·M)² (MMD, diversity) entries: the diversity term uses
@@ -10,13 +10,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train.common import label_overlap
+
 from .model import SetOutput
 
 
 def ndcg_weights(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(sim, W) for a batch: sim = 1[L Lᵀ > 0], W = (2^{L Lᵀ} − 1) / Z with Z_a the ideal DCG of row a
     (Σ_r (2^{g_(r)} − 1) / log2(r + 2), gains sorted descending). Rows with Z = 0 (unlabeled) get W = 0."""
-    gains = labels @ labels.T
+    gains = label_overlap(labels)
     sim = (gains > 0).to(labels.dtype)
     discount = torch.log2(torch.arange(gains.shape[1], device=gains.device, dtype=gains.dtype) + 2)
     ideal = ((2 ** gains.sort(dim=1, descending=True).values - 1) / discount).sum(dim=1, keepdim=True)
@@ -79,7 +81,7 @@ def quantization(h: torch.Tensor) -> torch.Tensor:
 
 
 class DIMCHLoss(nn.Module):
-    """The weighted sum of §4 (no parameters). Defaults are the kalenforn config's values."""
+    """The weighted sum of README.md, section Loss (no parameters). Defaults are the kalenforn config's values."""
 
     def __init__(self, temperature: float = 16.0, text_scale: float = 1.0, denominator: float = 2.0,
                  token_margin: float = 0.3, hash_margin: float = 0.3, mmd_gamma: float = 0.5, diversity_t: float = 20.0,

@@ -1,4 +1,4 @@
-"""DIMCH's set encoder over CLIP token sequences (spec: DIMCH.md section 3). Layouts are batch-first throughout."""
+"""DIMCH's set encoder over CLIP token sequences (README.md, section Model). Layouts are batch-first throughout."""
 from __future__ import annotations
 
 from dataclasses import dataclass

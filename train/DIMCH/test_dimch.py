@@ -1,4 +1,4 @@
-"""DIMCH spec fixtures (section 10), the O(N²) diversity form against the direct one, layouts and invariances."""
+"""DIMCH fixtures (README: Fixtures), the O(N²) diversity form against the direct one, layouts and invariances."""
 import itertools
 import math
 
@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.DIMCH.loss import (DIMCHLoss, diversity, mmd, ndcg_weights, quantization, smooth_chamfer,
-                              weighted_triplet)
+from train.DIMCH.loss import DIMCHLoss, diversity, mmd, ndcg_weights, quantization, smooth_chamfer, weighted_triplet
 from train.DIMCH.model import SetOutput, TokenSetHash
 
 

@@ -22,7 +22,6 @@ class DIMCHConfig(BaseConfig):
     train_transform: str = option("flip_random_crop", "training image transform (kalenforn: random flip and "
                                   "RandomResizedCrop)", choices=TRAIN_TRANSFORMS)
     set_size: int = option(8, "elements M per set (setDim)")
-    head_dropout: float = option(0.3, "dropout inside the per-element MLP")
     text_padding: str = option("keep", "text padding positions in the set encoder: keep (reference) or zero them",
                                choices=("keep", "zero"))
     temperature: float = option(16.0, "smooth-Chamfer temperature T")
@@ -41,6 +40,8 @@ class DIMCHConfig(BaseConfig):
     hash_triplet_alpha: float = option(50.0, "weight of the hash-cosine triplet")
     quan_alpha: float = option(1.0, "weight of the quantization term")
 
+    defaults = {"head_dropout": 0.3}  # --head-dropout: the dropout inside the per-element MLP
+    inapplicable = {"head_init": "DIMCH's set encoder has its own initialisation"}
     # demo (from-scratch tiny backbone, README Demo): the weight-1 quantization term saturates tanh(h) early and
     # freezes the codes before the triplets have shaped them; 30 epochs because mAP still rises at 25.
     dataset_defaults = {"demo": dict(quan_alpha=0.1, epochs=30)}

@@ -1,6 +1,6 @@
 """The Multi-Similarity loss of DMsH-LN (Wang et al., CVPR 2019, on a row-normalised Gram matrix), vectorised.
 
-Spec: shared/methods/DMsH-LN.md section 4. The reference loops over anchors in Python; here every anchor is
+README.md, section Loss. The reference loops over anchors in Python; here every anchor is
 handled at once with masks, reproducing its per-anchor min/max over the filtered sets, both skip rules and the
 division by the full batch size.
 """

@@ -1,10 +1,12 @@
-"""DMsH-LN spec fixtures (section 10), the vectorised MS loss against the reference's per-anchor loop, LabelNet."""
+"""DMsH-LN fixtures (README: Fixtures), the vectorised MS loss against the reference's per-anchor loop, LabelNet."""
 import importlib
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+
+from train.common import label_overlap
 
 # the folder name has a hyphen, so the package is imported by name
 loss_module = importlib.import_module("train.DMsH-LN.loss")
@@ -24,7 +26,7 @@ Y = [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1]]
 
 
 def loop_reference(feats, positive, other=None):
-    """The reference's per-anchor loop, written from the spec (independent of the vectorised form)."""
+    """The reference's per-anchor loop, written from the README's formulas (independent of the vectorised form)."""
     sim = F.normalize(feats @ (feats if other is None else other).T, dim=1)
     losses = []
     for i in range(len(feats)):
@@ -42,7 +44,7 @@ def loop_reference(feats, positive, other=None):
     return sum(losses) / len(feats) if losses else feats.new_zeros(())
 
 
-# ------------------------------------------------------------------ spec fixtures
+# ------------------------------------------------------------------ fixtures
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_ms_fixture_with_label_mask(dtype):
     h, text, positive = t(H, dtype), t(T, dtype), positive_mask(t(Y, dtype))
@@ -173,7 +175,7 @@ def test_default_labelnet_marks_label_disjoint_pairs_positive():
     torch.manual_seed(0)
     net = LabelNet(24, 64)
     labels = (torch.rand(128, 24) < 0.125).float()
-    disjoint = (labels @ labels.T) == 0
+    disjoint = label_overlap(labels) == 0
     assert disjoint.sum() > 1000
     positive = positive_mask(net(labels))
     assert positive.all()

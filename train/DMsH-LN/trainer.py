@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
@@ -21,9 +20,9 @@ class DMsHLNConfig(BaseConfig):
     similarity_source: str = option("labels", "positive pairs: shared labels (labels, original repository) or the "
                                               "sign of untrained-LabelNet code products (labelnet, unified)",
                                     choices=("labels", "labelnet"))
-    head_init: str = option("kaiming", "hash head init: kaiming (both repositories) or default (PyTorch)",
-                            choices=("kaiming", "default"))
 
+    # hash heads: kaiming (both repositories)
+    defaults = {"head_init": "kaiming"}
     # demo (tiny random-init CLIP): kaiming-initialised heads learn much slower there (README)
     dataset_defaults = {"demo": dict(head_init="default")}
 
@@ -32,10 +31,6 @@ class Trainer(HashTrainer):
     Config = DMsHLNConfig
     name = "DMsH-LN"
     paper = "Deep Multi-similarity Hashing via Label-guided Network for Cross-modal Retrieval (Neurocomputing 2024)"
-
-    def build_model(self) -> DualHashModel:
-        dim, bits, init = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_init
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, init=init), LinearTanhHead(dim, bits, init=init))
 
     def build_criterion(self) -> DMsHLNLoss:
         return DMsHLNLoss(self.num_classes, self.cfg.output_dim, self.cfg.similarity_source)

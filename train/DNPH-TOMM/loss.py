@@ -1,6 +1,6 @@
 """DNPH's loss: multi-label proxy loss with an additive margin, classification, uniform-distribution term.
 
-Spec: shared/methods/DNPH.md section 4.
+Details: README.md, section Loss.
 
     L = L_p + L_d − λ·L_u
     L_p = (1/2B) Σ_n Σ_c −Ŷ_nc log softmax_c(−‖f̂_n − p̂_c‖² − mrg·Ŷ_nc)    over F = [h^I; h^T], Ŷ = [Y; Y]

@@ -1,6 +1,6 @@
 """DNPH's uniform-distribution constraint: Noise-As-Targets with a Hungarian one-to-one assignment.
 
-Spec: shared/methods/DNPH.md section 4.3. Every step draws random ±1 targets, matches each code of the
+README.md, section Loss (L_u). Every step draws random ±1 targets, matches each code of the
 batch to one of them by minimising the summed (non-squared) Euclidean distance, and rewards the inner
 product of each code with its target.
 """

@@ -1,4 +1,4 @@
-"""DNPH spec fixtures (section 10): proxy loss, argmax CE, Hungarian noise targets, full step, proxies, codes."""
+"""DNPH fixtures (README: Fixtures): proxy loss, argmax CE, Hungarian noise targets, full step, proxies, codes."""
 import importlib
 import itertools
 from types import SimpleNamespace
@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from model.heads import LinearTanhHead
+from train.testing import StubBackbone
 
 # the folder name has a hyphen (DNPH-TOMM: case-distinct from DNpH), so the modules are imported by name
 Trainer = importlib.import_module("train.DNPH-TOMM").Trainer
@@ -159,24 +159,10 @@ def test_proxy_init_is_seeded_and_scaled():
     assert a.proxies.std().item() == pytest.approx(1 / 8, rel=0.1)
 
 
-class _StubBackbone(nn.Module):
-    embed_dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.image, self.text = nn.Linear(12, 8), nn.Linear(6, 8)
-
-    def encode_image(self, x):
-        return self.image(x)
-
-    def encode_text(self, x):
-        return self.text(x)
-
-
 def test_encoding_uses_the_codes_only():
     torch.manual_seed(3)
     heads = [LinearTanhHead(8, 16, 0.2, init="kaiming") for _ in range(2)]
-    model = DNPHModel(_StubBackbone(), *heads, num_classes=5).eval()
+    model = DNPHModel(StubBackbone(), *heads, num_classes=5).eval()
     batch = {"image": torch.randn(10, 12), "text": torch.randn(10, 6)}
     with torch.no_grad():
         codes = Trainer.encode(SimpleNamespace(model=model, primary_code_set="16"), batch)["16"]

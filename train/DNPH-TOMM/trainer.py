@@ -5,7 +5,6 @@ from dataclasses import dataclass
 
 import torch
 
-from model.heads import LinearTanhHead
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
@@ -25,10 +24,9 @@ class DNPHConfig(BaseConfig):
                                        "optimizer); sgd: learned by plain SGD (kalenforn)", choices=("none", "sgd"))
     proxy_lr: float = option(1e-4, "SGD learning rate of the proxies with --proxy-update sgd")
     proxy_seed: int = option(0, "seed of the proxy initialisation N(0, 1)/8")
-    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; unified repo and "
-                                       "kalenforn) or default (PyTorch; OUR-DNPH)", choices=("kaiming", "default"))
-    head_dropout: float = option(0.2, "dropout on the pre-activation of the hash heads")
 
+    # hash heads: kaiming (uniform fan_out, zero bias; unified repo and kalenforn); OUR-DNPH: default (PyTorch)
+    defaults = {"head_init": "kaiming"}
     # the tiny demo backbone saturates tanh under the kaiming head init and needs more epochs (README)
     dataset_defaults = {"demo": dict(head_init="default", epochs=25)}
 
@@ -40,9 +38,7 @@ class Trainer(HashTrainer):
              "(ACM TOMM 2024)")
 
     def build_model(self) -> DNPHModel:
-        cfg, dim = self.cfg, self.backbone.embed_dim
-        heads = [LinearTanhHead(dim, cfg.output_dim, cfg.head_dropout, init=cfg.head_init) for _ in range(2)]
-        return DNPHModel(self.backbone, *heads, self.num_classes)
+        return DNPHModel(self.backbone, self.default_head(), self.default_head(), self.num_classes)
 
     def build_criterion(self) -> DNPHLoss:
         cfg = self.cfg

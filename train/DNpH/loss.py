@@ -1,6 +1,6 @@
 """DNpH's loss: the square-clamped quadratic spherical mutual information (QSMI) surrogate.
 
-Spec: shared/methods/DNpH.md section 4. For the image-image, text-text and image-text cosine
+README.md, section Loss. For the image-image, text-text and image-text cosine
 similarity matrices S rescaled to [0, 1], with D_ij = 1[y_i·y_j > 0] and M = B² / Σ D:
 
     L = Σ_S Σ_ij (D_ij S_ij - 1)² + S_ij² / M          (sum over all B² entries, diagonal included)
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from train.common import label_similarity
+
 
 def neighbourhood(labels: torch.Tensor) -> torch.Tensor:
     """D (B, B): 1 where two samples share at least one label (an all-zero row has D_ii = 0)."""
     labels = labels.float()
-    return ((labels @ labels.T) > 0).float()
+    return label_similarity(labels).float()
 
 
 def spherical_similarity(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -1,15 +1,15 @@
-"""DNpH spec fixtures (section 10), invariances, gradient and encoding properties."""
+"""DNpH fixtures (README: Fixtures), invariances, gradient and encoding properties."""
 import itertools
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
-from torch import nn
 
 from model.heads import DualHashModel, LinearTanhHead
 from train.DNpH import Trainer
 from train.DNpH.loss import neighbourhood, qsmi_loss, spherical_similarity
+from train.testing import StubBackbone
 
 U_C = [[.5, -.2, .9], [.1, .4, -.3], [-.7, .2, .2]]
 V_C = [[.4, -.1, .8], [.3, .5, -.1], [-.6, -.3, .1]]
@@ -91,27 +91,13 @@ def test_lower_bound_and_parts():
             (out["image_image"] + out["text_text"] + out["image_text"]).item(), abs=1e-12)
 
 
-class _StubBackbone(nn.Module):
-    """Linear stand-ins for the CLIP towers (the encoding depends only on the heads)."""
-
-    def __init__(self, dim: int = 8):
-        super().__init__()
-        self.image, self.text = nn.Linear(12, dim), nn.Linear(6, dim)
-
-    def encode_image(self, x):
-        return self.image(x)
-
-    def encode_text(self, x):
-        return self.text(x)
-
-
 def test_encoding_is_sign_of_pre_activation():
     torch.manual_seed(2)
     bits = 16
     heads = [LinearTanhHead(8, bits, 0.2, init="kaiming") for _ in range(2)]
     bound = math.sqrt(6 / bits)  # kaiming_uniform fan_out, leaky-relu gain sqrt(2)
     assert heads[0].fc.weight.abs().max() <= bound and heads[0].fc.bias.abs().max() == 0
-    model = DualHashModel(_StubBackbone(), *heads).eval()
+    model = DualHashModel(StubBackbone(), *heads).eval()
     fake = SimpleNamespace(model=model, primary_code_set=str(bits))
     batch = {"image": torch.randn(10, 12), "text": torch.randn(10, 6)}
     with torch.no_grad():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
@@ -16,11 +15,10 @@ class DNpHConfig(BaseConfig):
     # original repository (QinLab-WFU/DNpH) get_args defaults; the unified repo uses 200 epochs, batch 300
     epochs: int = option(100, "training epochs")
     batch_size: int = option(64, "training batch size")
-    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; unified repo) or "
-                                       "default (PyTorch Linear init; original DNpH repo)", choices=("kaiming", "default"))
-    head_dropout: float = option(0.2, "dropout on the pre-activation of the hash heads")
     eps: float = option(1e-8, "additive eps of the code normalisation u / (||u|| + eps)")
 
+    # hash heads: kaiming (uniform fan_out, zero bias; unified repo); the original DNpH repo: default
+    defaults = {"head_init": "kaiming"}
     # demo only (README): the kaiming head saturates tanh on the tiny backbone's features and learns too slowly
     dataset_defaults = {"demo": dict(head_init="default", epochs=25)}
 
@@ -30,11 +28,6 @@ class Trainer(HashTrainer):
     name = "DNpH"
     paper = ("Deep Neighborhood-preserving Hashing with Quadratic Spherical Mutual Information for Cross-modal "
              "Retrieval (IEEE TMM 2024)")
-
-    def build_model(self) -> DualHashModel:
-        cfg, dim = self.cfg, self.backbone.embed_dim
-        heads = [LinearTanhHead(dim, cfg.output_dim, cfg.head_dropout, init=cfg.head_init) for _ in range(2)]
-        return DualHashModel(self.backbone, *heads)
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])

@@ -1,6 +1,6 @@
 """The online diagonal Laplace posterior of a `Linear -> L2Norm` hash head, in closed form (plain torch).
 
-Spec: shared/methods/DPBE.md sections 3, 4 and 7. Parameter vectors use the `parameters_to_vector`
+README.md, sections Model and Loss. Parameter vectors use the `parameters_to_vector`
 layout of the reference: the weight (K, D) flattened row-major (`W[i, j] -> i * D + j`), then the bias (K).
 """
 from __future__ import annotations
@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from train.common import label_overlap
 
 L2_EPS = 1e-6  # the reference L2Norm layer: h / (||h|| + 1e-6)
 
@@ -44,7 +46,7 @@ def count_triplets(labels: torch.Tensor) -> torch.Tensor:
     m = L Lᵀ (shared-label counts); p is a positive of a where m[a, p] != 0 and n a negative where
     m[a, n] != 1 (the reference's `m XOR 1` on uint8: pairs sharing 2+ labels are both). Self pairs count.
     """
-    shared = (labels @ labels.T).round().long()
+    shared = label_overlap(labels).round().long()
     return ((shared != 0).sum(dim=1) * (shared != 1).sum(dim=1)).sum()
 
 

@@ -1,15 +1,17 @@
 """DPBE's similarity regression: cosine matrices of unit codes against the graded affinity tanh(L Lᵀ / 2).
 
-Spec: shared/methods/DPBE.md section 4.
+Formulas: README.md, section Loss.
 """
 from __future__ import annotations
 
 import torch
 
+from train.common import label_overlap
+
 
 def affinity(labels: torch.Tensor) -> torch.Tensor:
     """A = 2 sigmoid(L Lᵀ) - 1 = tanh(L Lᵀ / 2): 0 without a shared label, 0.4621 for one, 0.7616 for two..."""
-    return torch.tanh(labels @ labels.T / 2)
+    return torch.tanh(label_overlap(labels) / 2)
 
 
 def similarity_losses(image: torch.Tensor, text: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

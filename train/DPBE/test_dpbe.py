@@ -1,4 +1,4 @@
-"""DPBE spec fixtures (section 10): closed-form curvature vs torch.func, posterior, loss, triplet count, codes."""
+"""DPBE fixtures (README: Fixtures): closed-form curvature vs torch.func, posterior, loss, triplet count, codes."""
 import math
 
 import pytest
@@ -6,9 +6,18 @@ import torch
 from torch.func import functional_call, hessian, jacrev, vmap
 from torch.nn.utils import parameters_to_vector
 
-from train.DPBE.laplace import (L2_EPS, LaplaceHashHead, count_triplets, diag_ggn, hessian_scale, l2_normalise,
-                                posterior_scale)
+from train.common import label_overlap
+from train.DPBE.laplace import (
+    L2_EPS,
+    LaplaceHashHead,
+    count_triplets,
+    diag_ggn,
+    hessian_scale,
+    l2_normalise,
+    posterior_scale,
+)
 from train.DPBE.loss import affinity, reduce_samples, similarity_losses
+from train.testing import StubBackbone, build_trainer
 
 
 def t(values):
@@ -29,7 +38,7 @@ def test_tiny_hessian_fixture():
     weight, bias = t([[1, 0], [0, 2]]), t([0, 0])
     out = diag_ggn(t([[3, 2]]), weight[None], bias[None])[0]
     expected = [0.2303999078, 0.1023999590, 0.1295999482, 0.0575999770, 0.0255999898, 0.0143999942]
-    assert out.tolist() == pytest.approx(expected, rel=0, abs=1e-10)  # the spec gives 10 decimals
+    assert out.tolist() == pytest.approx(expected, rel=0, abs=1e-10)  # the reference values have 10 decimals
     assert hessian_scale(10**6, 10000, 5000) == 2e4
 
 
@@ -164,7 +173,7 @@ def test_l2_normalise_is_unit_and_matches_reference_layer():
 
 # ---------------------------------------------------------------- triplet count
 def brute_force_triplets(labels):
-    m = (labels @ labels.T).long()
+    m = label_overlap(labels).long()
     matches, diffs = m != 0, m != 1
     return int((matches[:, :, None] & diffs[:, None, :]).sum())
 
@@ -179,30 +188,11 @@ def test_triplet_count_fixtures():
 
 
 # ---------------------------------------------------------------- trainer hooks (stub backbone, no data)
-class StubBackbone(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.image = torch.nn.Linear(4, 6)
-        self.text = torch.nn.Linear(3, 6)
-
-    def encode_image(self, x):
-        return self.image(x)
-
-    def encode_text(self, x):
-        return self.text(x)
-
-
 def stub_trainer(**overrides):
-    from model.heads import DualHashModel
-    from train.DPBE.trainer import DPBEConfig, Trainer
+    from train.DPBE.trainer import Trainer
 
-    torch.manual_seed(0)
-    trainer = Trainer.__new__(Trainer)
-    trainer.cfg = DPBEConfig(output_dim=5, **overrides)
-    trainer.num_train = 100
-    trainer.device = torch.device("cpu")
-    trainer.model = DualHashModel(StubBackbone(), LaplaceHashHead(6, 5, 100), LaplaceHashHead(6, 5, 100))
-    return trainer
+    backbone = StubBackbone(embed_dim=6, image_dim=4, text_dim=3)
+    return build_trainer(Trainer, num_classes=2, num_train=100, backbone=backbone, output_dim=5, **overrides)
 
 
 def stub_batch(labels):
@@ -232,11 +222,11 @@ def test_evaluation_samples_drawn_once_and_never_touch_the_weights():
     trainer.model.eval()
     state = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     batch = stub_batch([[1.0, 0.0]] * 6)
-    trainer.before_evaluation()
+    trainer.on_evaluation_start()
     weights = trainer._eval_weights
     first = trainer.encode(batch)["5"]
     again = trainer.encode(batch)["5"]  # same evaluation: same samples
-    trainer.after_evaluation()
+    trainer.on_evaluation_end()
     assert all(torch.equal(first[i], again[i]) for i in range(2))
     assert set(first[0].unique().tolist()) <= {-1.0, 1.0} and first[0].shape == (6, 5)
     assert all(torch.equal(v, state[k]) for k, v in trainer.model.state_dict().items())
@@ -244,5 +234,5 @@ def test_evaluation_samples_drawn_once_and_never_touch_the_weights():
         features = trainer.model.backbone.encode_image(batch["image"])
         expected = LaplaceHashHead.sampled_forward(features, *weights[0]).mean(0)
     assert weights[0][0].shape == (5, 5, 6) and torch.equal(first[0], torch.where(expected >= 0, 1.0, -1.0))
-    trainer.before_evaluation()  # a new evaluation draws new samples
+    trainer.on_evaluation_start()  # a new evaluation draws new samples
     assert not torch.equal(trainer._eval_weights[0][0], weights[0][0])

@@ -7,6 +7,7 @@ import torch
 
 from model.heads import DualHashModel
 from train.base import HashTrainer
+from train.common import float32_region
 from train.config import BaseConfig
 from utils.config import option
 from utils.metrics import to_binary_codes
@@ -31,6 +32,7 @@ class DPBEConfig(BaseConfig):
     laplace_n: int | None = option(None, "dataset size N of the Laplace posterior (precision init and the N² "
                                          "scale); default: the training-set size (reference: train_num)")
 
+    inapplicable = {"head_init": "DPBE has its own hash heads", "head_dropout": "DPBE has its own hash heads"}
     # the regression at noisy sampled weights learns the from-scratch demo model more slowly (README)
     dataset_defaults = {"demo": dict(epochs=25)}
 
@@ -72,24 +74,24 @@ class Trainer(HashTrainer):
         """
         n_triplets = int(count_triplets(labels))
         scale = hessian_scale(n_triplets, self.laplace_n, self.cfg.max_pairs) if n_triplets else 0.0
-        with torch.autocast(self.device.type, enabled=False):
-            for head, f, (weight, bias) in zip(heads, features, weights):
-                curvature = diag_ggn(f.detach().float(), weight.detach().float(), bias.detach().float())
+        for head, f, (weight, bias) in zip(heads, features, weights):
+            with float32_region(f.detach(), weight.detach(), bias.detach()) as (f, weight, bias):
+                curvature = diag_ggn(f, weight, bias)
                 head.update_hessian(scale * curvature.mean(dim=0), self.cfg.hessian_memory_factor)
 
     # ------------------------------------------------------------------ codes
-    def before_evaluation(self) -> None:
+    def on_evaluation_start(self) -> None:
         """Draw the evaluation's weight samples once; query and database sets share them."""
         with torch.no_grad():
             self._eval_weights = [self._sample(head, self.cfg.valid_n_samples)
                                   for head in (self.model.image_head, self.model.text_head)]
 
-    def after_evaluation(self) -> None:
+    def on_evaluation_end(self) -> None:
         self._eval_weights = None
 
     def encode(self, batch):
         if getattr(self, "_eval_weights", None) is None:
-            self.before_evaluation()
+            self.on_evaluation_start()
         model = self.model
         features = (model.backbone.encode_image(batch["image"]), model.backbone.encode_text(batch["text"]))
         image, text = (LaplaceHashHead.sampled_forward(f, *w).mean(dim=0) for f, w in zip(features, self._eval_weights))

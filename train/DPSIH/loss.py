@@ -1,8 +1,10 @@
-"""DPSIH's loss (spec DPSIH.md section 4): J = 100·MSC + α1·DC + α2·(ED(R_i) + ED(R_t))."""
+"""DPSIH's loss (README.md, section Loss): J = 100·MSC + α1·DC + α2·(ED(R_i) + ED(R_t))."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from train.common import label_similarity
 
 
 def set_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -18,7 +20,7 @@ def msc_loss(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor, margin: flo
     (0 when none is kept). The (B, B, B) mask is what the loss is made of (2·10^6 entries at batch 128).
     """
     sim = set_similarity(x, y)
-    sames = (labels @ labels.T) > 0
+    sames = label_similarity(labels)
     diffs = ~sames
     sames = sames & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     gap = sim.unsqueeze(2) - sim.unsqueeze(1)  # [a, p, n] = sim_ap − sim_an

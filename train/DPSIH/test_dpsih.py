@@ -1,4 +1,4 @@
-"""DPSIH spec fixtures (section 10) and properties of the DSIE module, the loss, the codes and their distance."""
+"""DPSIH fixtures (README: Fixtures) and properties of the DSIE module, the loss, the codes and their distance."""
 import itertools
 import math
 from types import SimpleNamespace
@@ -8,9 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from train.common import label_similarity
 from train.DPSIH.codes import MultiCodeDistance
-from train.DPSIH.loss import (distribution_consistency, dpsih_loss, embedding_diversity, laplace_kernel, msc_loss,
-                              set_similarity)
+from train.DPSIH.loss import (
+    distribution_consistency,
+    dpsih_loss,
+    embedding_diversity,
+    laplace_kernel,
+    msc_loss,
+    set_similarity,
+)
 from train.DPSIH.model import DSIE, DPSIHModel
 from train.DPSIH.trainer import DPSIHConfig
 from utils.metrics import mean_average_precision
@@ -34,7 +41,7 @@ def test_full_loss_fixture_sum_reduction():
                                                                                                abs=1e-12)
     assert out["msc"].item() == pytest.approx(0.75, abs=1e-12)
     assert out["dc"].item() == pytest.approx(1.5129347, abs=1e-5)
-    assert out["dc"].item() == pytest.approx(1.5129344, abs=1e-7)  # float64 (the spec's value is float32)
+    assert out["dc"].item() == pytest.approx(1.5129344, abs=1e-7)  # float64 (the reference's value is float32)
     assert out["ed"].item() == pytest.approx(1.6463205, abs=1e-6)
     assert out["loss"].item() == pytest.approx(75.0315926, rel=1e-6)
 
@@ -43,14 +50,14 @@ def test_full_loss_fixture_mean_reduction():
     out = dpsih_loss(t(E_I), t(E_T), t(R_I), t(R_T), t(LABELS), reduction="mean")
     assert out["dc"].item() == pytest.approx(0.0420260, abs=1e-6)
     assert out["ed"].item() == pytest.approx(0.5487735, abs=1e-6)
-    assert out["loss"].item() == pytest.approx(75.0059128, rel=1e-6)  # spec (float32-derived)
+    assert out["loss"].item() == pytest.approx(75.0059128, rel=1e-6)  # the reference's value (float32)
     assert out["loss"].item() == pytest.approx(75 + 0.01 * 0.0420260 + 0.01 * 0.5487735, abs=1e-7)
 
 
 def brute_force_msc(x, y, labels, margin):
     sim = [[max(float(x[a, k] @ y[b, j]) for k in range(x.shape[1]) for j in range(y.shape[1]))
             for b in range(len(y))] for a in range(len(x))]
-    shared = labels @ labels.T > 0
+    shared = label_similarity(labels)
     values = []
     for a, p, n in itertools.product(range(len(x)), repeat=3):
         if p != a and shared[a, p] and not shared[a, n]:

@@ -30,9 +30,6 @@ class DPSIHConfig(BaseConfig):
     reduction: str = option("sum", "reduction of the consistency and diversity terms: sum (the reference "
                                    "trainer's, weights tuned with it) or mean", choices=("sum", "mean"))
     dropout: float = option(0.0, "dropout of the DSIE residuals")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
-    head_init: str = option("kaiming", "hash head init: kaiming (kaiming_uniform fan_out, zero bias: the reference) "
-                                       "or default (PyTorch's Linear init)", choices=("kaiming", "default"))
     grad_clip: float = option(2.0, "global gradient-norm clip over the model before each step (<= 0: off)")
     double_ln_post: bool = option(True, "apply ln_post a second time to the ViT patch tokens (the reference)")
     resnet_token_norm: bool = option(True, "layer-normalise the image tokens of a ResNet backbone (e.g. the tiny "
@@ -40,6 +37,8 @@ class DPSIHConfig(BaseConfig):
     mask_padding: bool = option(False, "keep text padding positions out of the attention pooling (the reference "
                                        "pools over them)")
 
+    # hash heads: kaiming (kaiming_uniform fan_out, zero bias: the reference)
+    defaults = {"head_init": "kaiming"}
     # demo (tiny CLIP from scratch): with the kaiming head init the tanh of the image head saturates to an almost
     # constant code within a few epochs; the image side learns slowly, hence more epochs (README "Demo")
     dataset_defaults = {"demo": dict(head_init="default", epochs=25)}
@@ -63,7 +62,7 @@ class Trainer(HashTrainer):
         return dpsih_loss(image, text, image_residual, text_residual, batch["label"], cfg.margin, cfg.alpha1,
                           cfg.alpha2, cfg.gamma, cfg.msc_weight, cfg.reduction)
 
-    def before_optimizer_step(self) -> None:
+    def on_before_optimizer_step(self) -> None:
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
 

@@ -1,32 +1,12 @@
 """DSPH's proxy loss ("HyP"): pull codes to the proxies of their labels, push them from the others.
 
-Spec: shared/methods/DSPH.md, sections 4 and 7.
+Formulas and the threshold table: README.md, section Loss.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# threshold[(K, k)] = 1 - 2 d / K, d the best known minimum distance of a binary linear [K, k] code
-# (the entries of the reference codetable.xlsx that 16-128 bit codes and up to 256 classes need).
-_THRESHOLDS = {
-    16: (-1, -0.25, 0, 0, 0, 0.25, 0.25, 0.375),
-    32: (-1, -0.3125, -0.125, 0, 0, 0, 0.125, 0.1875),
-    64: (-1, -0.3125, -0.125, -0.03125, 0, 0, 0, 0.09375),
-    128: (-1, -0.328125, -0.125, -0.0625, 0, 0, 0, 0),
-}
-
-
-def code_threshold(bits: int, num_classes: int) -> float | None:
-    """δ for `bits`-bit codes and `num_classes` proxies (k = ceil(log2 C)), or None outside the table."""
-    k = max(1, math.ceil(math.log2(num_classes)))
-    row = _THRESHOLDS.get(bits)
-    if row is None or k > len(row):
-        return None
-    return float(row[k - 1])
 
 
 class ProxyLoss(nn.Module):

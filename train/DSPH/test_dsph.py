@@ -1,10 +1,11 @@
-"""DSPH spec fixtures (section 10) and properties of the proxy loss."""
+"""DSPH fixtures (README: Fixtures) and properties of the proxy loss."""
 import math
 
 import pytest
 import torch
 
-from train.DSPH.loss import ProxyLoss, code_threshold
+from train.coding_theory import code_threshold
+from train.DSPH.loss import ProxyLoss
 
 
 def make_loss(proxies, threshold, alpha=0.8):

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import torch
 
 from train.base import HashTrainer
+from train.coding_theory import THRESHOLDS, code_threshold
 from train.config import BaseConfig
-from utils.config import option
+from utils.config import option, require
 from utils.errors import UserError
 
-from .loss import ProxyLoss, code_threshold
+from .loss import ProxyLoss
 
 
 @dataclass
@@ -25,18 +26,18 @@ class DSPHConfig(BaseConfig):
     proxy_momentum: float = option(0.9, "SGD momentum of the class proxies")
     proxy_weight_decay: float = option(5e-4, "SGD weight decay of the class proxies")
     proxy_seed: int = option(0, "seed of the proxy initialisation (reference: hypseed 0)")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
+
+
+    def validate(self) -> None:
+        super().validate()
+        require(self.threshold is not None or self.output_dim in THRESHOLDS, "output_dim", self.output_dim,
+                f"has no coding-theory threshold (table: {'/'.join(map(str, THRESHOLDS))} bits); pass --threshold")
 
 
 class Trainer(HashTrainer):
     Config = DSPHConfig
     name = "DSPH"
     paper = "Deep Semantic-aware Proxy Hashing for Multi-label Cross-modal Retrieval (IEEE TCSVT 2024)"
-
-    def build_model(self):
-        model = super().build_model()
-        model.image_head.dropout.p = model.text_head.dropout.p = self.cfg.head_dropout
-        return model
 
     def build_criterion(self) -> ProxyLoss:
         cfg = self.cfg

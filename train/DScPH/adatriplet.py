@@ -13,12 +13,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from train.common import label_similarity
+
 _ABOVE_COSINE = 2.0  # filler for non-negatives: larger than any cosine, so it sorts last and is never counted
 
 
 def label_masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(positives without the diagonal, negatives) of S = 1[y yᵀ > 0]."""
-    similar = (labels @ labels.T) > 0
+    similar = label_similarity(labels)
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     return similar & ~eye, ~similar
 

@@ -1,6 +1,6 @@
 """DScPH losses: the CPF proxy ratio loss, the bit-variance quantisation term and their sum.
 
-Spec: shared/methods/DScPH.md section 4.
+Formulas: README.md, section Loss.
 """
 from __future__ import annotations
 

@@ -1,15 +1,16 @@
-"""DScPH spec fixtures (section 10), the rotation, AdaTriplet-AM against brute force, optimizer wiring."""
+"""DScPH fixtures (README: Fixtures), the rotation, AdaTriplet-AM against brute force, optimizer wiring."""
 import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from train.DScPH.adatriplet import AutoMarginTriplet, label_masks, semihard_triplet_loss, triplet_statistics
+from train.common import label_similarity
+from train.DScPH.adatriplet import AutoMarginTriplet, label_masks, triplet_statistics
 from train.DScPH.loss import DScPHLoss, bit_variance_loss, cpf_loss
 from train.DScPH.rotation import HouseholderRotation
-from train.DScPH.trainer import DScPHConfig, Trainer
+from train.DScPH.trainer import Trainer
+from train.testing import build_trainer
 
 
 def t(values):
@@ -29,7 +30,7 @@ def criterion(tau=0.9, psi=0.7, proxies=W, **kwargs):
     return loss
 
 
-# ------------------------------------------------------------------ CPF and total (spec fixtures)
+# ------------------------------------------------------------------ CPF and total (fixtures)
 @pytest.mark.parametrize("tau, psi, expected", [(0.9, 0.7, 0.166197), (0.3, 0.3, 0.394528)])
 def test_cpf_fixture(tau, psi, expected):
     total = cpf_loss(t(H_I), t(W), t(Y), tau, psi) + cpf_loss(t(H_T), t(W), t(Y), tau, psi)
@@ -149,7 +150,7 @@ def test_rotation_does_not_change_unified_quantisation():
 # ------------------------------------------------------------------ AdaTriplet-AM vs brute force
 def brute_force(codes, labels, margin, beta):
     """The reference's enumeration: every triplet, semi-hard selection, unique negative pairs."""
-    s = (labels @ labels.T) > 0
+    s = label_similarity(labels)
     cos = F.normalize(codes, dim=1) @ F.normalize(codes, dim=1).T
     n = len(codes)
     gaps, losses, pairs = [], [], set()
@@ -221,27 +222,17 @@ def test_adatriplet_estimate_between_modalities_of_the_first_batch():
 
 # ------------------------------------------------------------------ optimizer wiring
 def fake_trainer(**options):
-    """A Trainer with a 1-layer "backbone" and head: enough for param_groups and the optimizers."""
-    trainer = Trainer.__new__(Trainer)
-    trainer.cfg = DScPHConfig(output_dim=4, epochs=1, **options)
-    trainer.backbone = nn.Linear(3, 3)
-    trainer.model = nn.ModuleDict({"backbone": trainer.backbone, "head": nn.Linear(3, 4)})
-    trainer.num_classes = 2
-    trainer.steps_per_epoch = 10
-    trainer.criterion = trainer.build_criterion()
-    trainer.optimizers = [trainer.build_optimizer(), *trainer.extra_optimizers()]
-    return trainer
+    """A Trainer built on the shared stub backbone: enough for param_groups and the optimizers."""
+    return build_trainer(Trainer, num_classes=2, output_dim=4, epochs=1, **options)
 
 
 def train_steps(trainer, steps=3):
     gen = torch.Generator().manual_seed(0)
-    x, labels = torch.randn(8, 3, generator=gen), (torch.rand(8, 2, generator=gen) < 0.5).float()
+    batch = {"image": torch.randn(8, 12, generator=gen), "text": torch.randn(8, 6, generator=gen),
+             "label": (torch.rand(8, 2, generator=gen) < 0.5).float()}
     for _ in range(steps):
-        for optimizer in trainer.optimizers:
-            optimizer.zero_grad()
-        codes = torch.tanh(trainer.model["head"](trainer.backbone(x)))
-        codes2 = torch.tanh(trainer.model["head"](trainer.backbone(x.flip(0))))
-        trainer.criterion(codes, codes2, labels)["loss"].backward()
+        trainer.zero_grad()
+        trainer.training_step(batch)["loss"].backward()
         for optimizer in trainer.optimizers:
             optimizer.step()
 

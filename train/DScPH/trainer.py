@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from model.heads import DualHashModel, LinearTanhHead
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option
@@ -22,8 +21,6 @@ class DScPHConfig(BaseConfig):
     # --proxy-optimizer adam --proxy-lr 1e-5 --head-init default --epochs 100 --batch-size 128)
     epochs: int = option(200, "training epochs (original repository: 100)")
     batch_size: int = option(300, "training batch size (original repository: 128)")
-    head_init: str = option("kaiming", "hash head init: kaiming (unified) or default (PyTorch, original)",
-                            choices=("kaiming", "default"))
     cpf_tau: float = option(0.9, "CPF: negative proxies count when their cosine exceeds τ (original: 0.3)")
     cpf_psi: float = option(0.7, "CPF: offset ψ of the negative penalty (cos - ψ) (original: 0.3)")
     proxy_optimizer: str = option("bertadam", "optimizer of the CPF proxies: bertadam (a BertAdam group, weight "
@@ -38,6 +35,8 @@ class DScPHConfig(BaseConfig):
     ada_k_delta: float = option(2.0, "AdaTriplet: ε = mean(s_ap - s_an) / K_Δ")
     ada_k_an: float = option(2.0, "AdaTriplet: β_n = 1 - (1 - mean negative cosine) / K_an")
 
+    # hash heads: kaiming (unified); the original repository: default (PyTorch)
+    defaults = {"head_init": "kaiming"}
     # demo (tiny random-init CLIP): the original repository's CPF thresholds and head init; with the unified
     # τ 0.9 / ψ 0.7 the sign codes collapse towards chance, kaiming-initialised heads learn slower (README)
     dataset_defaults = {"demo": dict(cpf_tau=0.3, cpf_psi=0.3, head_init="default")}
@@ -47,10 +46,6 @@ class Trainer(HashTrainer):
     Config = DScPHConfig
     name = "DScPH"
     paper = "Deep Semantic-consistent Penalizing Hashing for Cross-modal Retrieval (IEEE TMM 2025)"
-
-    def build_model(self) -> DualHashModel:
-        dim, bits, init = self.backbone.embed_dim, self.cfg.output_dim, self.cfg.head_init
-        return DualHashModel(self.backbone, LinearTanhHead(dim, bits, init=init), LinearTanhHead(dim, bits, init=init))
 
     def build_criterion(self) -> DScPHLoss:
         cfg = self.cfg

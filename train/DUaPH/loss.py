@@ -1,9 +1,11 @@
-"""DUaPH's losses (spec: shared/methods/DUaPH.md section 4): a multi-similarity loss on row-normalised
+"""DUaPH's losses (README.md, section Loss): a multi-similarity loss on row-normalised
 Gram matrices, and the uncertainty (mutual-likelihood) term between paired image and text Gaussians."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from train.common import label_similarity
 
 MLS_MODES = ("reference", "pfe")
 
@@ -17,7 +19,7 @@ def multi_similarity_loss(a: torch.Tensor, b: torch.Tensor, labels: torch.Tensor
     and positives with S − m < max(negatives) are kept; anchors left without either contribute 0.
     """
     sim = F.normalize(a @ b.T, dim=1)
-    related = (labels @ labels.T) > 0
+    related = label_similarity(labels)
     positive = related & (sim < 1 - 1e-5)
     negative = ~related
     inf = torch.tensor(float("inf"), dtype=sim.dtype, device=sim.device)

@@ -1,6 +1,6 @@
 """DUaPH's model: CLIP, a tanh hash head per modality, and an uncertainty module on each code.
 
-Spec: shared/methods/DUaPH.md section 3. The uncertainty modules map a K-bit tanh code to a diagonal
+README.md, section Model. The uncertainty modules map a K-bit tanh code to a diagonal
 Gaussian (μ, σ²); they only feed the uncertainty loss and play no part in the binary codes.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""DUaPH spec fixtures (section 10): MS loss, uncertainty term, uncertainty module, heads, codes, optimizer."""
+"""DUaPH fixtures (README: Fixtures): MS loss, uncertainty term, uncertainty module, heads, codes, optimizer."""
 import math
 from types import SimpleNamespace
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model.clip import build_tiny_clip
+from train.common import label_similarity
 from train.DUaPH.loss import multi_similarity_loss, uncertainty_loss
 from train.DUaPH.model import DUaPHModel, UncertaintyModule
 from train.DUaPH.trainer import DUaPHConfig, Trainer
@@ -46,7 +47,7 @@ def test_ms_invariant_to_positive_scaling():
 def reference_ms(a, b, labels):
     """The reference's per-anchor loop (kept here only to check the vectorised form)."""
     sim = torch.nn.functional.normalize(a @ b.T)
-    related = labels @ labels.T > 0
+    related = label_similarity(labels)
     losses = []
     for i in range(len(a)):
         pos = sim[i][related[i]]

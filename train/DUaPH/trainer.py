@@ -23,9 +23,8 @@ class DUaPHConfig(BaseConfig):
     mls_weight: float = option(1.0, "weight of the uncertainty term (reference: 1)")
     ms_threshold: float = option(0.1, "similarity threshold λ of the multi-similarity loss (reference 0.1; the "
                                       "MS paper's code and DMsH-LN use 0.5)")
-    head_dropout: float = option(0.2, "dropout before tanh in the hash heads")
-    head_init: str = option("kaiming", "hash-head init: kaiming (uniform fan_out, zero bias; the reference) or "
-                                       "default (PyTorch's Linear init)", choices=("kaiming", "default"))
+    # hash heads: kaiming (uniform fan_out, zero bias; the reference)
+    defaults = {"head_init": "kaiming"}
 
     # the from-scratch demo model learns only without the uncertainty term and with MS's usual threshold (README)
     dataset_defaults = {"demo": dict(head_init="default", ms_threshold=0.5, mls_weight=0.0, epochs=25)}

@@ -1,6 +1,6 @@
 """MITH's loss: likelihoods against training-set memory banks, quantization, contrastive alignment, distillation.
 
-Spec: shared/methods/MITH.md section 4.
+Formulas: README.md, section Loss.
 """
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from train.common import label_similarity
 
 from .model import MITHOutput
 
@@ -43,7 +45,7 @@ def concept_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> to
 
 
 class MITHLoss(nn.Module):
-    """The four Ntrain×K memory banks (buffers, checkpointed) and the total loss of section 4."""
+    """The four Ntrain×K memory banks (buffers, checkpointed) and the total loss (README: Loss)."""
 
     def __init__(self, train_labels: torch.Tensor, bits: int, tokens_intra: float = 1.0, cls_inter: float = 10.0,
                  quantization: float = 8.0, info_nce: float = 50.0, alpha: float = 0.01, distill: float = 1.0,
@@ -68,7 +70,7 @@ class MITHLoss(nn.Module):
 
     def forward(self, out: MITHOutput, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         w, lam = self.weights, self.lam
-        similarity = ((self.train_labels @ labels.to(self.train_labels.dtype).T) > 0).to(self.train_labels.dtype)
+        similarity = label_similarity(self.train_labels, labels).to(self.train_labels.dtype)
         tokens_intra = w["tokens_intra"] * (bayesian_likelihood(self.bank_tok_image, out.tok_image, similarity)
                                             + bayesian_likelihood(self.bank_tok_text, out.tok_text, similarity))
         cls_inter = w["cls_inter"] * (bayesian_likelihood(self.bank_cls_image, out.cls_text, similarity)

@@ -1,6 +1,6 @@
 """MITH's hashing network: global concept learning (GCL) and local concept transforming (LCT).
 
-Spec: shared/methods/MITH.md section 3. Every tensor is batch-first: tokens (N, L, D), concept
+Structure: README.md, section Model. Every tensor is batch-first: tokens (N, L, D), concept
 tokens (N, K, D), masks (N, L) with True = ignore.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MITH spec fixtures (section 10), module shapes and the memory-bank protocol."""
+"""MITH fixtures (README: Fixtures), module shapes and the memory-bank protocol."""
 import math
 
 import pytest

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-import torch
-
 from dataset.catalog import PROTOCOLS
 from train.base import HashTrainer
+from train.common import float32_region
 from train.config import BaseConfig
 from utils.config import option
 from utils.metrics import to_binary_codes
@@ -41,6 +40,7 @@ class MITHConfig(BaseConfig):
 
     # demo only (README): the demo keeps its own split; from scratch, the reference weights let the in-batch
     # InfoNCE (δ = 50) drive the backbone (0.46 mAP); the inter-modal likelihood must lead (CMCL's ratios)
+    inapplicable = {"head_init": "MITH has its own hash heads", "head_dropout": "MITH has its own hash heads"}
     dataset_defaults = {"demo": dict(split="standard", hyper_cls_inter=100.0, hyper_info_nce=5.0, hyper_quan=1.0)}
 
 
@@ -62,8 +62,8 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         out = self.model(batch["image"], batch["text"], batch["text_mask"])
-        with torch.autocast(self.device.type, enabled=False):  # likelihoods and InfoNCE in fp32
-            out = MITHOutput(*(getattr(out, f.name).float() for f in fields(out)))
+        with float32_region(*(getattr(out, f.name) for f in fields(out))) as parts:  # likelihoods, InfoNCE in fp32
+            out = MITHOutput(*parts)
             self.criterion.update_banks(batch["index"], out, self.dist.gather_rows)
             return self.criterion(out, batch["label"])
 

@@ -1,4 +1,4 @@
-"""TwDH's loss and codes (spec: TwDH.md sections 3, 4 and 6).
+"""TwDH's loss and codes (README.md, sections Model, Loss and Encoding).
 
 Layouts: pair probabilities are (B, K, 2) (pair k = bit k, entry 1 = probability of +1); flattened they are the
 reference's (B, 2K) vectors whose pair k is entries (2k, 2k+1). Centers are (C, K) ±1, transforms (2L, 2S).

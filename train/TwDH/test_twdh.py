@@ -1,4 +1,4 @@
-"""TwDH spec fixtures (section 10), asset construction and code properties."""
+"""TwDH fixtures (README: Fixtures), asset construction and code properties."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -6,8 +6,14 @@ import pytest
 import torch
 
 from model.heads import pair_codes
-from train.TwDH.centers import (analytic_transform, find_asset, long_centers, read_matrix, short_centers,
-                                sylvester_hadamard)
+from train.TwDH.centers import (
+    analytic_transform,
+    find_asset,
+    long_centers,
+    read_matrix,
+    short_centers,
+    sylvester_hadamard,
+)
 from train.TwDH.loss import TwDHLoss, bce, center_targets, onehot, pair_softmax, quantization
 from train.TwDH.trainer import Trainer, TwDHConfig
 from utils.errors import UserError
@@ -188,7 +194,7 @@ def test_asset_files_in_both_torch_formats_and_npy(tmp_path):
 
 def test_config_defaults():
     cfg = TwDHConfig(dataset="coco")
-    assert (cfg.map_k, cfg.long_dim, cfg.short_bits, cfg.quan_alpha, cfg.low_rate) == (5000, 512, "16,32,64", .5, 0)
+    assert (cfg.map_k, cfg.long_dim, cfg.short_bits, cfg.quan_alpha, cfg.low_rate) == (5000, 512, (16, 32, 64), .5, 0)
     assert (cfg.batch_size, cfg.epochs, cfg.lr, cfg.clip_lr) == (128, 100, 1e-3, 1e-5)
     assert cfg.train_transform == "flip_random_crop"
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -11,7 +10,7 @@ from dataset.transforms import TRAIN_TRANSFORMS
 from model.heads import AttentionPairHead, DualHashModel
 from train.base import HashTrainer
 from train.config import BaseConfig
-from utils.config import option
+from utils.config import option, require
 from utils.errors import UserError
 
 from .centers import analytic_transform, find_asset, long_centers, read_matrix, short_centers
@@ -28,7 +27,8 @@ class TwDHConfig(BaseConfig):
     map_k: int | None = option(5000, "also report mAP@K (first min(K, R) relevant items; the paper's mAP@5000)")
     output_dim: int = option(64, "the reported code length: one of --short-bits, or --long-dim", aliases=("--bits",))
     long_dim: int = option(512, "length L of the trained long code (a power of two above the class count)")
-    short_bits: str = option("16,32,64", "comma-separated short code lengths S, each decoded from p_long @ T_S")
+    short_bits: tuple[int, ...] = option((16, 32, 64), "short code lengths S (comma-separated), each decoded from "
+                                                       "p_long @ T_S")
     quan_alpha: float = option(0.5, "weight of the long code's pair quantization term")
     low_rate: float = option(0.0, "weight of the short codes' BCE + quantization terms (0: long code only)")
     center_dir: str | None = option(None, "folder with long/<L>.pkl and short/<S>.pkl class centers (the reference "
@@ -39,6 +39,15 @@ class TwDHConfig(BaseConfig):
 
     # from scratch, the tiny image tower fits TwDH's per-bit center targets slowly (README: demo)
     dataset_defaults = {"demo": dict(epochs=30)}
+    inapplicable = {"head_init": "TwDH has its own hash heads", "head_dropout": "TwDH has its own hash heads"}
+
+    def validate(self) -> None:
+        super().validate()
+        shown = ",".join(map(str, self.short_bits))
+        require(bool(self.short_bits) and all(2 <= s < self.long_dim for s in self.short_bits), "short_bits", shown,
+                "each length must lie in [2, --long-dim)")
+        require(self.output_dim in (*self.short_bits, self.long_dim), "output_dim", self.output_dim,
+                f"is not a TwDH code length: choose one of --short-bits {shown} or --long-dim {self.long_dim}")
 
 
 class Trainer(HashTrainer):
@@ -46,15 +55,10 @@ class Trainer(HashTrainer):
     name = "TwDH"
     paper = "Two-Step Discrete Hashing for Cross-Modal Retrieval (IEEE TMM 2024)"
 
-    @cached_property
+    @property
     def short_lengths(self) -> tuple[int, ...]:
-        try:
-            lengths = tuple(sorted({int(s) for s in self.cfg.short_bits.split(",") if s.strip()}))
-        except ValueError:
-            raise UserError(f"--short-bits must be comma-separated integers, not {self.cfg.short_bits!r}") from None
-        if any(s < 2 or s >= self.cfg.long_dim for s in lengths):
-            raise UserError(f"--short-bits {self.cfg.short_bits}: each length must lie in [2, --long-dim)")
-        return lengths
+        """The distinct short code lengths, ascending."""
+        return tuple(sorted(set(self.cfg.short_bits)))
 
     def build_model(self) -> DualHashModel:
         dim, bits = self.backbone.embed_dim, self.cfg.long_dim
@@ -62,9 +66,6 @@ class Trainer(HashTrainer):
 
     def build_criterion(self) -> TwDHLoss:
         cfg = self.cfg
-        if cfg.output_dim not in (*self.short_lengths, cfg.long_dim):
-            raise UserError(f"--output-dim {cfg.output_dim} is not a TwDH code length: choose one of --short-bits "
-                            f"{cfg.short_bits} or --long-dim {cfg.long_dim}")
         long, shorts = self.class_centers()
         transforms = self.transforms(long, shorts)
         return TwDHLoss(long, shorts, transforms, cfg.quan_alpha, cfg.low_rate)

@@ -1,15 +1,17 @@
-"""UMoED's loss (spec UMoED.md section 4): a label-weighted triplet loss on position-wise distances between
+"""UMoED's loss (README.md, section Loss): a label-weighted triplet loss on position-wise distances between
 tempered symbol distributions, plus a per-sample diversity term on the normalised symbol logits."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from train.common import label_overlap
+
 
 def label_weights(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(S, W) for a batch of multi-hot labels: S = 1[L Lᵀ > 0] and the NDCG-style gains
     W = (2^{L Lᵀ} − 1) / Z, Z_a = Σ_r (2^{sort_desc(L Lᵀ)[a, r]} − 1) / log2(r + 2) (the ideal DCG of row a)."""
-    shared = labels @ labels.T
+    shared = label_overlap(labels)
     similarity = (shared > 0).to(labels.dtype)
     ideal = shared.sort(dim=1, descending=True).values
     discount = torch.log2(torch.arange(shared.shape[1], device=labels.device, dtype=labels.dtype) + 2)

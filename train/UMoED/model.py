@@ -1,6 +1,7 @@
 """UMoED's model: CLIP token sequences -> one shared query decoder -> per-position symbol logits -> codes."""
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -17,20 +18,27 @@ class TokenDecoderHash(nn.Module):
 
     No positional information is added to the memory, so the output does not depend on the token order.
     `memory_dim != d_model` puts `Linear(memory_dim, d_model) + ReLU` on the memory (the reference's hidden_dim).
+    `layer_init="copy"` starts every decoder layer as a copy of the first, as the reference's decoder stack does
+    (it deep-copies one layer); "independent" initialises each layer with its own random draw.
     """
 
     def __init__(self, memory_dim: int, queries: int, vocabulary: int, d_model: int, layers: int, heads: int,
-                 dim_feedforward: int, experts: int, slots: int, dropout: float, moe: bool = True):
+                 dim_feedforward: int, experts: int, slots: int, dropout: float, moe: bool = True,
+                 layer_init: str = "copy"):
         super().__init__()
+        if layer_init not in ("copy", "independent"):
+            raise ValueError(f"layer_init must be 'copy' or 'independent', not {layer_init!r}")
         self.input = nn.Sequential(nn.Linear(memory_dim, d_model), nn.ReLU()) if memory_dim != d_model else None
         self.queries = nn.Parameter(torch.randn(queries, d_model))
-        if moe:
-            blocks = [SoftMoEDecoderLayer(d_model, heads, dim_feedforward, experts, slots, dropout)
-                      for _ in range(layers)]
-        else:
-            blocks = [nn.TransformerDecoderLayer(d_model, heads, dim_feedforward, dropout, batch_first=True)
-                      for _ in range(layers)]
-        self.layers = nn.ModuleList(blocks)
+
+        def layer() -> nn.Module:
+            if moe:
+                return SoftMoEDecoderLayer(d_model, heads, dim_feedforward, experts, slots, dropout)
+            return nn.TransformerDecoderLayer(d_model, heads, dim_feedforward, dropout, batch_first=True)
+
+        first = layer()
+        self.layers = nn.ModuleList(
+            [first] + [layer() if layer_init == "independent" else copy.deepcopy(first) for _ in range(layers - 1)])
         self.classifier = nn.Linear(d_model, vocabulary)
 
     def forward(self, memory: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:

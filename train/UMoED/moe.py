@@ -1,6 +1,6 @@
 """Soft Mixture of Experts (Puigcerver et al., arXiv 2308.00951) and the post-norm decoder layer using it.
 
-Written from the paper and spec UMoED.md section 3; shapes are batch-first everywhere.
+Written from the Soft-MoE paper and the UMoED README (section Model); shapes are batch-first everywhere.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""UMoED spec fixtures (section 10) and properties of the decoder, the Soft-MoE, the loss and the codes."""
+"""UMoED fixtures (README: Fixtures) and properties of the decoder, the Soft-MoE, the loss and the codes."""
 import itertools
 import math
 from types import SimpleNamespace
@@ -126,6 +126,18 @@ def test_loss_gradient_is_finite_for_identical_positions():
     assert torch.isfinite(e.grad).all()
 
 
+def test_a_row_without_labels_gives_a_finite_loss():
+    # the reference divides by the row's ideal DCG, 0 for a label-less row, and returns NaN; here the row's
+    # gains are 0, so it only acts as a negative of the other anchors
+    labels = t([[1, 1, 0], [0, 0, 0], [0, 0, 1]])
+    image, text = t(FULL_IMAGE).requires_grad_(), t(FULL_TEXT)
+    out = umoed_loss(image, text, labels)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(image.grad).all()
+    _, weight = label_weights(labels)
+    assert weight[1].tolist() == [0, 0, 0]
+
+
 # ------------------------------------------------------------------------------------------- Soft-MoE
 def test_soft_moe_matches_the_per_slot_formula():
     torch.manual_seed(0)
@@ -190,6 +202,35 @@ def test_hidden_dim_adds_a_memory_projection():
     assert small_head().input is None
 
 
+def layer_vector(head, index):
+    return torch.nn.utils.parameters_to_vector(head.layers[index].parameters())
+
+
+@pytest.mark.parametrize("moe", [True, False])
+def test_decoder_layers_start_as_copies_of_the_first_like_the_reference(moe):
+    torch.manual_seed(0)
+    head = small_head(moe=moe, layers=3)
+    assert torch.equal(layer_vector(head, 0), layer_vector(head, 1))
+    assert torch.equal(layer_vector(head, 0), layer_vector(head, 2))
+    first, second = list(head.layers[0].parameters()), list(head.layers[1].parameters())
+    assert all(a is not b for a, b in zip(first, second))  # copies, not shared parameters
+    with torch.no_grad():
+        first[0].add_(1.0)
+    assert not torch.equal(layer_vector(head, 0), layer_vector(head, 1))
+
+
+@pytest.mark.parametrize("moe", [True, False])
+def test_independent_decoder_init_draws_each_layer(moe):
+    torch.manual_seed(0)
+    head = small_head(moe=moe, layer_init="independent")
+    assert not torch.allclose(layer_vector(head, 0), layer_vector(head, 1))
+
+
+def test_unknown_decoder_init_is_refused():
+    with pytest.raises(ValueError, match="layer_init"):
+        small_head(layer_init="shared")
+
+
 class TinyBackbone(torch.nn.Module):
     """Stand-in with the token interface of model.clip.CLIPBackbone (width 16, 3 patches, 5 text positions)."""
 
@@ -236,6 +277,17 @@ def test_default_positions_give_one_bit_each():
     assert model.head.queries.shape == (16, 16) and model.head.classifier.out_features == 2
     model = build(output_dim=32, set_dim=8)
     assert model.head.queries.shape == (8, 16) and model.head.classifier.out_features == 16
+
+
+def test_decoder_init_option_reaches_the_head():
+    def vectors(model):
+        return [torch.nn.utils.parameters_to_vector(layer.parameters()) for layer in model.head.layers]
+
+    torch.manual_seed(0)
+    first, second = vectors(build(decoder_layers=2))
+    assert UMoEDConfig().decoder_init == "copy" and torch.equal(first, second)
+    first, second = vectors(build(decoder_layers=2, decoder_init="independent"))
+    assert not torch.allclose(first, second)
 
 
 @pytest.mark.parametrize("bits, positions", [(64, 3), (64, 2), (16, 32)])

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from dataset.transforms import TRAIN_TRANSFORMS
 from train.base import HashTrainer
 from train.config import BaseConfig
-from utils.config import option
+from utils.config import option, require
 from utils.errors import UserError
 
 from .loss import umoed_loss
@@ -26,6 +26,9 @@ class UMoEDConfig(BaseConfig):
                                        "2^(bits/M) symbols (default: --output-dim, i.e. 1 bit per position; the "
                                        "shipped config has M = 64 for 64 bits)")
     decoder_layers: int = option(6, "decoder layers")
+    decoder_init: str = option("copy", "decoder layer initialisation: copy = every layer starts as a copy of the "
+                                       "first (the reference), independent = a random draw per layer",
+                               choices=("copy", "independent"))
     decoder_heads: int = option(8, "attention heads of the decoder")
     dim_feedforward: int = option(2048, "feed-forward width of the decoder layers")
     moe: bool = option(True, "Soft-MoE feed-forward (--no-moe: a plain nn.TransformerDecoderLayer)")
@@ -45,6 +48,16 @@ class UMoEDConfig(BaseConfig):
     # demo (tiny CLIP from scratch, CPU): a smaller, dropout-free decoder, a weaker diversity term and 40 epochs
     # (0.62 mAP after 25, 0.80 after 40; README "Demo")
     dataset_defaults = {"demo": dict(decoder_layers=2, dim_feedforward=512, dropout=0.0, unif_alpha=0.1, epochs=40)}
+    inapplicable = {"head_init": "UMoED has its own hash heads", "head_dropout": "UMoED has its own hash heads"}
+
+    def validate(self) -> None:
+        super().validate()
+        positions = self.set_dim or self.output_dim
+        require(positions >= 1 and self.output_dim % positions == 0
+                and self.output_dim // positions in BITS_PER_POSITION, "output_dim", self.output_dim,
+                f"must be --set-dim {positions} times one of {BITS_PER_POSITION} bits per position")
+        require(self.hidden_dim is None or self.hidden_dim % self.decoder_heads == 0, "hidden_dim", self.hidden_dim,
+                f"must be divisible by --decoder-heads {self.decoder_heads}")
 
 
 class Trainer(HashTrainer):
@@ -55,15 +68,13 @@ class Trainer(HashTrainer):
     def build_model(self) -> UMoEDModel:
         cfg = self.cfg
         positions = cfg.set_dim or cfg.output_dim
-        if cfg.output_dim % positions or cfg.output_dim // positions not in BITS_PER_POSITION:
-            raise UserError(f"--output-dim {cfg.output_dim} must be --set-dim {positions} times one of "
-                            f"{BITS_PER_POSITION} bits per position")
         width = cfg.hidden_dim or self.backbone.embed_dim
         if width % cfg.decoder_heads:
-            raise UserError(f"decoder width {width} is not divisible by --decoder-heads {cfg.decoder_heads}")
+            raise UserError(f"the backbone's width {width} is not divisible by --decoder-heads {cfg.decoder_heads}; "
+                            "choose another --decoder-heads or set --hidden-dim")
         head = TokenDecoderHash(self.backbone.embed_dim, positions, 2 ** (cfg.output_dim // positions), width,
                                 cfg.decoder_layers, cfg.decoder_heads, cfg.dim_feedforward, cfg.num_experts,
-                                cfg.slots_per_expert, cfg.dropout, cfg.moe)
+                                cfg.slots_per_expert, cfg.dropout, cfg.moe, cfg.decoder_init)
         return UMoEDModel(self.backbone, head, cfg.mask_padding)
 
     def training_step(self, batch):

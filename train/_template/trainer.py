@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from train.base import HashTrainer
+from train.common import label_similarity
 from train.config import BaseConfig
 from utils.config import option
 
@@ -41,7 +42,7 @@ class Trainer(HashTrainer):
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
         labels = batch["label"]
-        similarity = ((labels @ labels.T) > 0).float()
+        similarity = label_similarity(labels).float()
         pairwise = (pairwise_cosine_loss(image, text, similarity) + pairwise_cosine_loss(image, image, similarity)
                     + pairwise_cosine_loss(text, text, similarity))
         quantization = (image - image.sign()).square().mean() + (text - text.sign()).square().mean()

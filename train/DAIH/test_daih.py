@@ -1,0 +1,342 @@
+"""DAIH tests.
+
+reference_fixtures.json: computed by the reference's own loss.py / utils.py (QinLab-WFU/DAIH @e1e2ba3; the missing
+miner replaced by injected triplets). independent_fixtures.json: the reconstructed miner's weights, computed
+independently in float64 NumPy from Wu et al.'s formula (the reference's miner is missing). See README.
+"""
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train.DAIH.loss as daih_loss
+from train.DAIH.clustering import kmeans_labels, standardize_by_labels
+from train.DAIH.loss import DecorrelationLoss, MarginLoss, anchor_beta, grad_reverse, margin_triplet_loss, metric_loss
+from train.DAIH.miner import inverse_sphere_weights, row_profile_distances, sample_triplets
+from utils.errors import UserError
+
+HERE = Path(__file__).parent
+REF = json.loads((HERE / "reference_fixtures.json").read_text())
+IND = json.loads((HERE / "independent_fixtures.json").read_text())["miner_numpy"]
+F64 = torch.float64
+
+X = [[0.9, -0.2, 0.5, -0.7], [0.4, 0.3, -0.6, -0.1], [-0.5, 0.8, -0.2, 0.3], [-0.3, -0.6, 0.7, 0.9],
+     [0.6, 0.1, -0.8, 0.3]]
+Y = [[0.7, -0.4, 0.2, -0.5], [0.1, 0.6, -0.3, -0.4], [-0.8, 0.2, 0.4, 0.6], [0.2, -0.9, 0.5, 0.1],
+     [0.5, 0.3, -0.6, 0.1]]
+LABELS = [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]]
+CLUSTERS = [0, 2, 1, 2, 0]
+BETA, BETA_AUX = [1.1, 1.25, 1.3], [1.0, 1.15, 1.2, 1.35]
+
+
+def t(values, grad=False):
+    return torch.tensor(values, dtype=F64, requires_grad=grad)
+
+
+def close(actual, expected, rtol=1e-9, atol=1e-12):
+    assert torch.allclose(actual.detach().to(F64), torch.as_tensor(expected, dtype=F64), rtol=rtol, atol=atol), (
+        actual, expected)
+
+
+def one_hot(ids, n):
+    return F.one_hot(torch.tensor(ids), n).to(F64)
+
+
+def unit(rows, grad=True):
+    return F.normalize(t(rows), dim=-1).detach().requires_grad_(grad)
+
+
+def criterion(beta, n):
+    loss = MarginLoss(n).double()
+    with torch.no_grad():
+        loss.beta.copy_(t(beta))
+    return loss
+
+
+@pytest.fixture
+def injected(monkeypatch):
+    """Replace the sampler by a queue of fixed triplets (what make_fixtures.py fed the reference)."""
+    queue = []
+
+    def fixed(distances, labels, *args, **kwargs):
+        return tuple(torch.tensor(v, dtype=torch.long) for v in queue.pop(0))
+
+    monkeypatch.setattr(daih_loss, "sample_triplets", fixed)
+    return queue
+
+
+# ---------------------------------------------------------------- reference fixtures: margin loss
+@pytest.mark.parametrize("case, clusters, beta, cross", [
+    ("margin_multilabel", False, BETA, False),
+    ("margin_cross", False, BETA, True),
+    ("margin_clusters", True, BETA_AUX, False),  # 1-D cluster ids in the reference, one-hot here
+])
+def test_margin_loss_matches_reference(injected, case, clusters, beta, cross):
+    ref = REF[case]
+    labels = one_hot(CLUSTERS, 4) if clusters else t(LABELS)
+    x, y = unit(X), unit(Y)
+    crit = criterion(beta, len(beta))
+    injected.append(ref["triplets"])
+    loss, count = crit(x, labels, y if cross else None)
+    assert count == ref["count"]
+    close(loss, ref["loss"])
+    gx, gy, gb = torch.autograd.grad(loss, [x, y, crit.beta], allow_unused=True)
+    close(gx, ref["grad_x"])
+    if cross:
+        close(gy, ref["grad_y"])
+    close(gb, ref["grad_beta"])
+
+
+def test_four_terms_match_reference(injected):
+    ref = REF["four_terms"]
+    x, y = unit(X), unit(Y)
+    crit = criterion(BETA, 3)
+    injected.extend(ref["triplets"])
+    total = metric_loss(crit, t(LABELS), x, y)
+    close(total, ref["loss"])
+    for g, expected in zip(torch.autograd.grad(total, [x, y, crit.beta]), ref["grads"]):
+        close(g, expected)
+
+
+def test_decorrelation_matches_reference():
+    ref = REF["mutual"]
+    loss = DecorrelationLoss(4, hidden=6).double()
+    fill(loss, 5)
+    cls, aux = t(ref["cls"], grad=True), t(ref["aux"], grad=True)
+    value = loss(cls, aux)
+    close(value, ref["loss"])
+    grads = torch.autograd.grad(value, [cls, aux, *loss.parameters()])
+    close(grads[0], ref["grad_cls"])
+    close(grads[1], ref["grad_aux"])
+    for (name, _), g in zip(loss.named_parameters(), grads[2:]):
+        close(g, ref["grad_params"][name])
+
+
+def fill(module, seed, scale=0.3):
+    """Parameters in named order from one generator: randn · scale (as make_fixtures.py)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in module.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=F64) * scale)
+
+
+def heads(ref):
+    return {k: t(v, grad=True) for k, v in ref["heads"].items()}
+
+
+def test_class_step_matches_reference(injected):
+    """dml(cls embeddings, 4 terms) + 10 · (decorrelation image + text), on raw head outputs normalised first."""
+    ref = REF["cls_step"]
+    h = heads(ref)
+    e = {k: F.normalize(v, dim=-1) for k, v in h.items()}
+    crit, adv = criterion(BETA, 3), DecorrelationLoss(4, hidden=6).double()
+    fill(adv, 5)
+    injected.extend(REF["four_terms"]["triplets"])
+    dml = metric_loss(crit, t(LABELS), e["img_cls"], e["txt_cls"])
+    mutual = adv(e["img_cls"], e["img_aux"]) + adv(e["txt_cls"], e["txt_aux"])
+    loss = dml + 10 * mutual
+    close(dml, ref["dml"])
+    close(mutual, ref["mutual"])
+    close(loss, ref["loss"])
+    grads = torch.autograd.grad(loss, [*h.values(), crit.beta, adv.regressor[0].weight])
+    for k, g in zip(h, grads):
+        close(g, ref["grad_heads"][k])
+    close(grads[4], ref["grad_beta"])
+    close(grads[5], ref["grad_regressor_first_weight"])
+
+
+def test_auxiliary_step_matches_reference(injected):
+    """Cluster labels per modality, one β per cluster shared by both modalities, + 10 · decorrelation."""
+    ref = REF["aux_step"]
+    h = heads(REF["cls_step"])
+    e = {k: F.normalize(v, dim=-1) for k, v in h.items()}
+    crit, adv = criterion(BETA_AUX, 4), DecorrelationLoss(4, hidden=6).double()
+    fill(adv, 5)
+    injected.extend(ref["triplets"])
+    dml = (metric_loss(crit, one_hot(CLUSTERS, 4), e["img_aux"])
+           + metric_loss(crit, one_hot(ref["text_clusters"], 4), e["txt_aux"]))
+    loss = dml + 10 * (adv(e["img_cls"], e["img_aux"]) + adv(e["txt_cls"], e["txt_aux"]))
+    close(dml, ref["dml"])
+    close(loss, ref["loss"])
+    grads = torch.autograd.grad(loss, [*h.values(), crit.beta])
+    for k, g in zip(h, grads):
+        close(g, ref["grad_heads"][k])
+    close(grads[4], ref["grad_beta"])
+
+
+def test_empty_triplets_give_zero(injected):
+    injected.append(([], [], []))
+    x = unit(X)
+    loss, count = criterion(BETA, 3)(x, t(LABELS))
+    assert count == 0 and loss.item() == 0.0
+    assert REF["margin_empty"]["result"] == [0, 0]
+
+
+def test_standardize_matches_reference():
+    ref = REF["standardize"]
+    close(standardize_by_labels(t(ref["embeddings"]), t(ref["labels"])), ref["result"], rtol=1e-9)
+
+
+# ---------------------------------------------------------------- gradient reversal
+def test_gradient_reversal_negates_the_gradient():
+    v = t([1.5, -2.0, 0.25], grad=True)
+    w = t([1.0, 2.0, 3.0])
+    out = grad_reverse(v)
+    assert torch.equal(out, v)
+    (g,) = torch.autograd.grad((out * w).sum(), v)
+    close(g, REF["gradrev"]["grad"])
+    assert torch.equal(g, -w)
+
+
+def test_decorrelation_reverses_input_gradients_only():
+    torch.manual_seed(0)
+    adv = DecorrelationLoss(4, hidden=6).double()
+    cls, aux = torch.randn(5, 4, dtype=F64, requires_grad=True), torch.randn(5, 4, dtype=F64, requires_grad=True)
+    reversed_grads = torch.autograd.grad(adv(cls, aux), [cls, aux, *adv.parameters()])
+    c = F.normalize(cls, dim=-1)
+    r = F.normalize(adv.regressor(F.normalize(aux, dim=-1)), dim=-1)
+    plain_grads = torch.autograd.grad(-(c * r).square().mean(), [cls, aux, *adv.parameters()])
+    for a, b in zip(reversed_grads[:2], plain_grads[:2]):
+        assert torch.allclose(a, -b)
+    for a, b in zip(reversed_grads[2:], plain_grads[2:]):
+        assert torch.allclose(a, b)
+
+
+# ---------------------------------------------------------------- reconstructed miner: independent NumPy fixtures
+def distance_rows(cross=False):
+    x, y = F.normalize(t(X), dim=-1), F.normalize(t(Y), dim=-1)
+    return torch.cdist(x, y if cross else x)
+
+
+SHARES = (t(LABELS) @ t(LABELS).T) > 0
+
+
+@pytest.mark.parametrize("key, cross, dim", [("embeddings_intra", False, 4), ("embeddings_cross", True, 4),
+                                             ("embeddings_intra_dim64", False, 64)])
+def test_inverse_sphere_weights_match_numpy(key, cross, dim):
+    close(inverse_sphere_weights(distance_rows(cross), SHARES, dim), IND[key], rtol=1e-9, atol=1e-15)
+
+
+def test_distance_matrix_mode_weights_match_numpy():
+    profile = row_profile_distances(distance_rows())
+    close(inverse_sphere_weights(profile, SHARES, 5), IND["distance_matrix_intra"], rtol=1e-9, atol=1e-15)
+
+
+def test_weights_follow_the_closed_form_on_the_sphere():
+    # n = 3: 1/q(d) ∝ d^{-1} (cutoff 0.5): weights ∝ 1/max(d, 0.5)
+    d = t([[0.0, 0.3, 1.0, 2.0]])
+    positives = torch.tensor([[True, False, False, False]])
+    expected = torch.tensor([0.0, 2.0, 1.0, 0.5], dtype=F64)
+    close(inverse_sphere_weights(d, positives, 3)[0], expected / expected.sum())
+
+
+def test_sampled_triplets_respect_labels_and_skip_rows_without_negatives():
+    labels = t([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0], [0, 1, 1]])
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(6, 8, dtype=F64, generator=g), dim=1)
+    shares = (labels @ labels.T) > 0
+    for _ in range(50):
+        a, p, n = sample_triplets(torch.cdist(x, x), labels, 8, generator=g)
+        assert torch.equal(a, torch.tensor([0, 1, 2, 4, 5]))  # row 3 has no label; every other has a positive
+        assert torch.all(shares[a, p]) and torch.all(p != a) and not torch.any(shares[a, n])
+
+
+def test_negative_frequencies_follow_the_weights():
+    labels = t([[1, 0]] * 2 + [[0, 1]] * 6)
+    g = torch.Generator().manual_seed(1)
+    x = F.normalize(torch.randn(8, 3, dtype=F64, generator=g), dim=1)
+    d = torch.cdist(x, x)
+    weights = inverse_sphere_weights(d[:1], ((labels @ labels.T) > 0)[:1], 3)[0]
+    counts = torch.zeros(8, dtype=F64)
+    for _ in range(1500):
+        a, _, n = sample_triplets(d, labels, 3, generator=g)
+        counts[n[0]] += 1
+    assert torch.allclose(counts / 1500, weights, atol=0.045)  # 3.5 standard deviations at most
+
+
+def test_sampling_is_deterministic_under_a_generator():
+    d = distance_rows()
+    first = sample_triplets(d, t(LABELS), 4, generator=torch.Generator().manual_seed(3))
+    second = sample_triplets(d, t(LABELS), 4, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+
+
+def test_distance_matrix_mode_uses_row_profiles():
+    d = distance_rows()
+    profile = row_profile_distances(d)
+    assert torch.allclose(profile[0, 1], (d[0] - d[1]).norm())
+    with pytest.raises(ValueError, match="miner input"):
+        sample_triplets(d, t(LABELS), 4, mode="profile")
+
+
+# ---------------------------------------------------------------- edge cases and properties
+def test_no_shared_label_single_sample_and_zero_rows_give_zero_loss():
+    crit = MarginLoss(3).double()
+    x = unit(X[:3])
+    for labels in (t([[1, 0, 0], [0, 1, 0], [0, 0, 1]]), t([[1, 1, 0], [1, 0, 0], [1, 0, 1]]), t([[0, 0, 0]] * 3)):
+        loss, count = crit(x, labels)
+        assert count == 0 and loss.item() == 0
+        assert not loss.requires_grad  # the base skips backward for a loss without gradient
+    one, count = crit(unit(X[:1]), t([[1, 0, 0]]))
+    assert count == 0 and one.item() == 0
+
+
+def test_anchor_beta_for_multi_labels_and_clusters():
+    beta = t([1.0, 2.0, 4.0])
+    close(anchor_beta(beta, t([[1, 0, 1], [0, 1, 0], [0, 0, 0]])), [2.5, 2.0, 0.0])
+    close(anchor_beta(beta, one_hot([2, 0], 3)), [4.0, 1.0])
+
+
+def test_margin_counts_triplets_with_an_active_term():
+    d = t([[0.0, 0.5, 1.6], [0.5, 0.0, 0.9], [1.6, 0.9, 0.0]], grad=True)
+    beta_a = t([1.2, 1.2, 1.2])
+    # triplet 0: pos relu(0.5 − 1.2 + 0.2) = 0, neg relu(1.2 − 1.6 + 0.2) = 0 → inactive
+    # triplet 1: pos 0, neg relu(1.2 − 0.9 + 0.2) = 0.5 → active
+    value = margin_triplet_loss(d, beta_a, torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([2, 2]))
+    assert value.item() == pytest.approx(0.5)
+
+
+def test_bf16_autocast_runs_in_float32():
+    crit = MarginLoss(3)
+    x = F.normalize(torch.tensor(X), dim=1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = crit(x, torch.tensor(LABELS, dtype=torch.float32), generator=torch.Generator().manual_seed(0))
+        dec = DecorrelationLoss(4, hidden=6)(x, x.flip(1))
+    assert loss.dtype == torch.float32 and dec.dtype == torch.float32
+    ref, _ = crit(x, torch.tensor(LABELS, dtype=torch.float32), generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(loss, ref)
+
+
+# ---------------------------------------------------------------- clustering
+def test_kmeans_recovers_separated_groups_and_is_seeded():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0, 0], [0, 5.0, 0], [0, 0, 5.0]])
+    truth = torch.arange(3).repeat_interleave(20)
+    features = centres[truth] + 0.1 * torch.randn(60, 3, generator=g)
+    ids = kmeans_labels(features, 3, seed=1)
+    assert len(set(zip(truth.tolist(), ids.tolist()))) == 3  # a bijection between groups and clusters
+    assert torch.equal(ids, kmeans_labels(features, 3, seed=1))
+    with pytest.raises(UserError, match="clusters"):
+        kmeans_labels(features[:2], 3)
+
+
+def test_standardize_equals_loop_and_rejects_unlabelled_samples():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(7, 4, dtype=F64, generator=g)
+    labels = t([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 1, 1], [1, 0, 1], [0, 0, 1], [1, 1, 1]])
+    expected = []
+    for i in range(7):
+        rows = []
+        for c in labels[i].nonzero().squeeze(1):
+            members = x[labels[:, c] > 0]
+            rows.append((x[i] - members.mean(0)) / (members.std(0, unbiased=False).clamp_min(1e-6) + 1e-6))
+        expected.append(torch.stack(rows).mean(0))
+    assert torch.allclose(standardize_by_labels(x, labels), torch.stack(expected))
+    with pytest.raises(UserError, match="no label"):
+        standardize_by_labels(x, torch.zeros(7, 3))
+    assert math.isfinite(float(standardize_by_labels(x.float(), labels).abs().max()))
+    assert np.isfinite(kmeans_labels(standardize_by_labels(x, labels), 2).numpy()).all()
