@@ -92,9 +92,10 @@ def test_the_hostile_files_run_code_when_loaded_unsafely(tmp_path, kind):
     assert target.exists()
 
 
-def assert_refused(code: int, capsys, target: Path) -> None:
+def assert_refused(code: int, capsys, target: Path, hostile: Path) -> None:
+    """Exit 2 with one line that names the hostile file (its loader refused it), and no target."""
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and str(hostile) in err[0], err
     assert not target.exists()
 
 
@@ -106,14 +107,13 @@ def test_checkpoint_entry_points(small_demo, tmp_path, capsys, monkeypatch, kind
     if mode == "resume":
         folder = tmp_path / "interrupted"
         folder.mkdir()
-        write_hostile(kind, folder / "last.pt", target)
+        hostile = write_hostile(kind, folder / "last.pt", target)
         args = ["--resume", str(folder)]
     else:
-        args = ["--pretrained", str(write_hostile(kind, tmp_path / "best.pt", target))]
-        if mode == "test":
-            args.append("--test")
+        hostile = write_hostile(kind, tmp_path / "best.pt", target)
+        args = ["--pretrained", str(hostile), *(["--test"] if mode == "test" else [])]
     code = main.main([*SMALL, "--data-dir", str(small_demo), "--save-dir", str(tmp_path / "run"), *args])
-    assert_refused(code, capsys, target)
+    assert_refused(code, capsys, target, hostile)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -123,12 +123,12 @@ def test_clip_path(small_demo, tmp_path, capsys, monkeypatch, kind):
     weights = write_hostile(kind, tmp_path / "ViT-B-32.pt", target)
     code = main.main([*SMALL, "--data-dir", str(small_demo), "--save-dir", str(tmp_path / "run"),
                       "--backbone", "ViT-B-32", "--clip-path", str(weights)])
-    assert_refused(code, capsys, target)
+    assert_refused(code, capsys, target, weights)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_clip_convert(tmp_path, capsys, kind):
     target = tmp_path / "target"
     weights = write_hostile(kind, tmp_path / "ViT-B-32.pt", target)
-    assert_refused(clip_main(["convert", str(weights), str(tmp_path / "out.safetensors")]), capsys, target)
+    assert_refused(clip_main(["convert", str(weights), str(tmp_path / "out.safetensors")]), capsys, target, weights)
     assert not (tmp_path / "out.safetensors").exists()
