@@ -21,6 +21,7 @@ from dataset.raw_common import (
     Summary,
     filter_images,
     generator_parser,
+    output_folder,
     progress,
     require_dir,
     run_generator,
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--coco-dir", required=True, help="folder of the official COCO 2017 download")
     parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to include, in order")
     args = parser.parse_args(argv)
+    save_dir = output_folder(args.save_dir)
     coco_dir = require_dir(Path(args.coco_dir), "COCO folder", "pass the folder holding annotations/ and train2017/")
     splits = [s for s in args.splits.split(",") if s]
     unknown = set(splits) - set(SPLITS)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         if unlabelled:
             summary.dropped[f"no instance annotation ({split})"] += unlabelled
     paths = [row[1] for row in rows]
-    keep = filter_images(paths, args.verify, args.strict, summary)
+    keep = filter_images(paths, args.verify, args.strict, summary, args.workers)
     rows = [row for row, ok in zip(rows, keep) if ok]
     if not rows:
         raise UserError(f"no usable COCO pairs in {coco_dir} (are the images under {coco_dir}/train2017?)")

@@ -20,6 +20,7 @@ from dataset.raw_common import (
     Summary,
     filter_images,
     generator_parser,
+    output_folder,
     read_lines,
     require_dir,
     require_file,
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="apply the reference's not-used-id.txt instead of the 'at least one of the 21 concepts' "
                              "rule (ids are row numbers + 2)")
     args = parser.parse_args(argv)
+    save_dir = output_folder(args.save_dir)
     root = require_dir(Path(args.root), "NUS-WIDE folder", "pass the folder of the unzipped download")
     image_dir = Path(args.image_dir) if args.image_dir else root / "Flickr"
     require_dir(image_dir, "NUS-WIDE image folder", "pass --image-dir, the folder holding the images' sub-folders")
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         summary.warnings[f"no tags, caption set to the placeholder {EMPTY_TAGS}"] += int(empty.sum())
     rows = np.flatnonzero(keep)
     paths = [str(image_dir / images[i]) for i in rows]
-    usable = filter_images(paths, args.verify, args.strict, summary)
+    usable = filter_images(paths, args.verify, args.strict, summary, args.workers)
     rows = rows[usable]
     if not len(rows):
         raise UserError(f"no usable NUS-WIDE pairs (images expected under {image_dir})")

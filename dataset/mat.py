@@ -23,6 +23,7 @@ import numpy as np
 import scipy.io as sio
 
 from utils.errors import UserError
+from utils.text_files import read_utf8
 
 INDEX_KEYS = ("index", "imgs", "FAll")
 CAPTION_KEYS = ("caption", "tags", "YAll")
@@ -85,8 +86,7 @@ def read_captions(path: Path) -> list[list[str]]:
     if path.suffix == ".txt":
         if not path.is_file():
             raise UserError(f"caption file not found: {path} (prepare the dataset, see docs/datasets.md)")
-        with open(path, encoding="utf-8") as handle:
-            return [[line.strip()] for line in handle.read().splitlines()]
+        return [[line.strip()] for line in read_utf8(path, "caption file").splitlines()]
     arr = _loadmat(path, CAPTION_KEYS, "caption")
     if arr.dtype == object:  # ragged cell row (1, N) or column: one cell per item
         return [_strings(item) for item in arr.reshape(-1)]

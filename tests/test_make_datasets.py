@@ -122,6 +122,32 @@ def test_make_coco_drops_and_counts_a_corrupt_image(tmp_path):
     assert strict.returncode == 2 and victim.name in strict.stderr
 
 
+@needs_coco
+def test_make_coco_decodes_every_image_by_default(tmp_path):
+    """A JPEG cut after its header passes a header check; the default full decode drops it before training."""
+    raw = tmp_path / "raw"
+    shutil.copytree(COCO, raw)
+    victim = sorted((raw / "train2017").glob("*.jpg"))[1]
+    content = victim.read_bytes()
+    victim.write_bytes(content[: len(content) * 3 // 5])
+    done = run_module("dataset.make_coco", "--coco-dir", raw, "--save-dir", tmp_path / "out")
+    assert done.returncode == 0 and "dropped 1: unreadable image" in done.stdout, done.stdout + done.stderr
+    assert len(load_pair_table(tmp_path / "out")) == 79
+
+
+@needs_coco
+@pytest.mark.parametrize("save_dir", ["file", "below_a_file"])
+def test_make_coco_save_dir_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, save_dir):
+    from dataset.raw_common import run_generator
+
+    (tmp_path / "file").write_text("keep me")
+    target = tmp_path / "file" if save_dir == "file" else tmp_path / "file" / "coco"
+    assert run_generator(make_coco, ["--coco-dir", str(COCO), "--save-dir", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --save-dir") and "file" in err[0]
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
 # ------------------------------------------------------------------------------------------- MIRFlickr
 CONCEPT_NAMES = ("animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor", "lake",
                  "male", "night", "people", "plant_life", "portrait", "river", "sea", "sky", "structures", "sunset",

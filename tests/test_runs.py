@@ -183,7 +183,7 @@ def test_test_mode_refuses_another_methods_or_lengths_checkpoint(demo, tmp_path,
     empty = tmp_path / "empty.pt"
     torch.save({"format": "clip-hashing-checkpoint-v1", "method": "DSPH"}, empty)
     assert run(demo, tmp_path / "t3", "--test", "--pretrained", str(empty), method="DSPH") == 2
-    one_line_error(capsys, "no model weights")
+    one_line_error(capsys, "damaged checkpoint", "model")
 
 
 def test_pretrained_from_another_method_logs_what_was_loaded(demo, tmp_path, caplog):

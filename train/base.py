@@ -61,6 +61,8 @@ from utils.plots import plot_pr_curves
 from utils.seed import rng_state, seed_everything, set_rng_state
 
 DISTRIBUTED_MODES = ("exact", "local", "unsupported")
+# what --resume reads from a last.pt besides the model
+RESUME_ENTRIES = ("optimizers", "scaler", "rng", "extra", "epochs_done", "global_step", "history")
 
 
 class _StepModule(nn.Module):
@@ -404,12 +406,6 @@ class HashTrainer:
             raise UserError(f"{source} does not fit this model ({str(exc).splitlines()[0]}); was it trained with "
                             "another method, --output-dim or --backbone?") from None
 
-    def _read_checkpoint(self, path: str) -> dict[str, Any]:
-        payload = load_checkpoint(path)
-        if not isinstance(payload.get("model"), dict):
-            raise UserError(f"{path} holds no model weights (no 'model' entry); is it a best.pt / last.pt of a run?")
-        return payload
-
     def _check_same_run_kind(self, payload: dict[str, Any], path: str, purpose: str) -> None:
         """The checkpoint's method and code length must be this run's (for --test and --resume)."""
         if payload.get("method") != self.name:
@@ -422,9 +418,13 @@ class HashTrainer:
 
     def resume_from(self, path: str) -> None:
         """Restore model, criterion, optimizers (with their schedule position), RNG and bookkeeping."""
-        payload = self._read_checkpoint(path)
+        payload = load_checkpoint(path)
         if "optimizers" not in payload:
             raise UserError(f"{path} holds no optimizer state (a best.pt?); resume from the run's last.pt")
+        missing = [key for key in RESUME_ENTRIES if key not in payload]
+        if missing:
+            raise UserError(f"{path} is a damaged checkpoint (no {', '.join(missing)} entry); resume from another "
+                            "last.pt")
         self._check_same_run_kind(payload, path, "resume it")
         self._load_modules_state(payload, str(path))
         self.optimization.load_state_dict(payload)
@@ -436,7 +436,7 @@ class HashTrainer:
 
     def load_weights_for_test(self, path: str) -> int:
         """Model (and criterion) weights of a checkpoint of this method and code length; returns its epochs."""
-        payload = self._read_checkpoint(path)
+        payload = load_checkpoint(path)
         self._check_same_run_kind(payload, path, "evaluate it")
         self._load_modules_state(payload, str(path))
         self.load_extra_state(payload.get("extra", {}))
@@ -445,7 +445,7 @@ class HashTrainer:
     def load_pretrained(self, path: str) -> None:
         """Start training from a checkpoint, possibly of another method: every tensor whose name and shape fit
         is loaded; the log says which parts were loaded and which were not."""
-        payload = self._read_checkpoint(path)
+        payload = load_checkpoint(path)
         targets = {"model": self.model}
         if isinstance(self.criterion, nn.Module):
             targets["criterion"] = self.criterion
