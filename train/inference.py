@@ -1,0 +1,148 @@
+"""Use a trained model outside training: `load_trained(run)` encodes images and texts to ±1 codes.
+
+    model = load_trained("result/DSPH/demo/64/<time>")          # a run folder, or its best.pt
+    ids, mask = model.tokenize(["a red star"])
+    text_codes = model.encode_texts(ids, mask)                   # (1, bits) in {-1, +1}
+    image_codes = model.encode_images(torch.stack([model.image_transform(image)]))
+
+The interface is what `retrieval/` relies on. Today it rebuilds the run's trainer from the run's config (which
+loads the run's dataset as training does), loads best.pt, and calls the method's `encode` hook on batches whose
+other modality is a filler (an empty caption or a black image), keeping the codes of the wanted modality.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from PIL import Image
+
+from dataset.demo import CLASSES as DEMO_CLASSES
+from dataset.text import CaptionTokenizer, padding_mask
+from dataset.transforms import eval_transform
+from train.registry import load_method
+from utils.checkpoint import load_checkpoint
+from utils.config import read_yaml_config
+from utils.errors import UserError
+from utils.logs import get_logger
+
+
+def dataset_class_names(dataset: str) -> list[str] | None:
+    """Class names of a dataset by its catalog name, None where unknown.
+
+    Only the demo's are known here (its shape names); the data layer will provide them for every dataset.
+    """
+    return list(DEMO_CLASSES) if dataset == "demo" else None
+
+
+def resolve_run(path: str | Path) -> tuple[Path, Path]:
+    """(best.pt, run folder) of a run folder or of a checkpoint file inside one."""
+    path = Path(path)
+    if path.is_dir():
+        checkpoint = path / "best.pt"
+        if not checkpoint.is_file():
+            raise UserError(f"{path} holds no best.pt: pass the folder of a finished run (one trained without "
+                            "--no-save-best) or a best.pt file")
+        return checkpoint, path
+    if not path.is_file():
+        raise UserError(f"no run folder or checkpoint at {path}: pass a run folder (best.pt + config.yaml) "
+                        "or a best.pt")
+    return path, path.parent
+
+
+@contextlib.contextmanager
+def _quiet_training_log() -> Iterator[None]:
+    """The training logger prints to stdout; building a trainer for inference must not (search --json)."""
+    logger = get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class TrainedModel:
+    """A trained method that encodes batches of images and texts to ±1 codes (no_grad, eval mode).
+
+    Attributes: `method`, `bits`, `config` (the run's resolved config), `dataset` (its catalog name),
+    `class_names` (None where unknown), `image_transform` (PIL image -> tensor, the evaluation transform),
+    `checkpoint` (the best.pt file) and `distance` (None: Hamming; else the method's own code distance).
+    """
+
+    def __init__(self, trainer: Any, checkpoint: Path, method: str):
+        self._trainer = trainer
+        self.checkpoint = checkpoint
+        self.method = method
+        self.config = trainer.cfg
+        self.dataset: str = trainer.dataset_info.name
+        self.class_names = dataset_class_names(self.dataset)
+        self.distance: Callable | None = trainer.distance()
+        image_size = trainer.backbone.image_size
+        self.image_transform = eval_transform(image_size)
+        self._tokenizer = CaptionTokenizer(self.config.max_words)
+        self._device = trainer.device
+        self._filler_image = self.image_transform(Image.new("RGB", (image_size, image_size)))
+        self._filler_text = self._tokenizer([""])[0]
+        self.bits = int(self.encode_images(self._filler_image[None]).shape[1])
+
+    def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, L) in the run's text layout and their padding mask (B, L), True at padding."""
+        ids = self._tokenizer(list(texts))
+        return ids, padding_mask(ids)
+
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """±1 codes (B, bits), float32 on the CPU, of transformed images (B, 3, H, W)."""
+        count = images.shape[0]
+        texts = self._filler_text.expand(count, -1)
+        return self._encode(images, texts, padding_mask(texts), modality=0)
+
+    def encode_texts(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """±1 codes (B, bits), float32 on the CPU, of token ids (B, L) with their padding mask."""
+        images = self._filler_image.expand(ids.shape[0], -1, -1, -1)
+        return self._encode(images, ids, mask, modality=1)
+
+    @torch.no_grad()
+    def _encode(self, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, modality: int) -> torch.Tensor:
+        trainer = self._trainer
+        count = ids.shape[0]
+        batch = {"image": images, "text": ids, "text_mask": mask,
+                 "label": torch.zeros(count, trainer.num_classes), "index": torch.arange(count)}
+        with trainer.autocast():
+            code_sets = trainer.encode(trainer.to_device(batch))
+        return code_sets[trainer.primary_code_set][modality].float().cpu()
+
+
+def _run_config(trainer_cls: type, run_dir: Path, payload: dict[str, Any]) -> Any:
+    """The run's config: its config.yaml where present (the user may have edited data paths), else the checkpoint's."""
+    config_file = run_dir / "config.yaml"
+    if config_file.is_file():
+        return trainer_cls.Config(**read_yaml_config(str(config_file), trainer_cls.Config))
+    try:
+        return trainer_cls.Config(**payload["config"])
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{run_dir} has no config.yaml and the checkpoint's config is unusable ({exc})") from None
+
+
+def load_trained(path: str | Path, device: str = "cpu") -> TrainedModel:
+    """The trained model of a run folder (best.pt + config.yaml) or of a best.pt, ready to encode on `device`."""
+    checkpoint, run_dir = resolve_run(path)
+    payload = load_checkpoint(checkpoint)
+    method = payload.get("method")
+    if not method:
+        raise UserError(f"{checkpoint} does not name its method; is it a best.pt of this framework?")
+    trainer_cls = load_method(method)
+    config = dataclasses.replace(_run_config(trainer_cls, run_dir, payload), device=device, progress=False,
+                                 num_workers=0, image_cache=False, test=True, pretrained=str(checkpoint),
+                                 resume=None)
+    with _quiet_training_log():
+        trainer = trainer_cls(config)
+        trainer.load_weights(str(checkpoint))
+        trainer.model.eval()
+        if isinstance(trainer.criterion, torch.nn.Module):
+            trainer.criterion.eval()
+        trainer.before_evaluation()
+    return TrainedModel(trainer, checkpoint, trainer_cls.name or method)
