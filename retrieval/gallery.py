@@ -134,7 +134,7 @@ def results_html(results: list[Result]) -> str:
     style = ("body{font-family:sans-serif} table{border-collapse:separate;border-spacing:6px} "
              "td{border:4px solid;vertical-align:top;text-align:center;width:170px;padding:2px} "
              "td.query{border-color:#000} .text{font-size:13px;padding:6px} .meta{font-size:11px;color:#444} "
-             "img{max-width:160px;max-height:160px}")
+             "img{width:160px;height:auto}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>search results</title>"
             f"<style>{style}</style></head><body><table>\n" + "\n".join(rows) + "\n</table></body></html>\n")
 

@@ -78,15 +78,14 @@ def test_approximate_index_finds_the_exact_neighbours_and_survives_a_file(tmp_pa
 
 
 # ====================================================================== index
-def test_index_of_a_dataset_split(demo_index, trained_run):
+def test_index_of_a_dataset_split(demo_index, trained_run, searcher):
     folder = open_index(demo_index)
     model = folder.fingerprint
     assert (model.method, model.bits, model.run) == ("DSPH", 64, str(trained_run.resolve()))
     assert folder.class_names == list(CLASSES) and folder.modalities == ["images", "texts"]
     assert folder.manifest["source"] == {"dataset": "demo", "split": "database"}
     images, texts = folder.load("images"), folder.load("texts")
-    config = load_hamming_model(str(trained_run), "cpu").config
-    table, split = run_split(config)
+    table, split = run_split(searcher.model.config)
     np.testing.assert_array_equal(images.ids, split.retrieval)
     np.testing.assert_array_equal(texts.ids, split.retrieval)
     np.testing.assert_array_equal(images.labels, table.labels[split.retrieval])
@@ -123,6 +122,24 @@ def test_index_of_an_image_folder_skips_unreadable_files(trained_run, shapes_dat
                                  "--json")
     result = json.loads(stdout)
     assert result["results"][0] == {"rank": 1, "id": 2, "distance": 0, "text": "three blue hearts"}
+
+
+def test_query_split_and_replacing_an_index(trained_run, searcher, tmp_path, capsys):
+    out = tmp_path / "index"
+    args = ["--pretrained", trained_run, "--dataset", "demo", "--split", "query", "--out", out, "--no-progress"]
+    code, stdout, err = run_main(index, capsys, *args)
+    assert code == 0, err
+    assert "indexed 50 images and 50 texts" in stdout
+    np.testing.assert_array_equal(open_index(out).load("texts").ids, run_split(searcher.model.config)[1].query)
+    code, _, err = run_main(index, capsys, *args)
+    assert_one_line_error(code, err, "holds an index already", "--overwrite")
+    code, _, err = run_main(index, capsys, *args, "--overwrite")
+    assert code == 0, err
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    code, _, err = run_main(index, capsys, *args[:-3], "--out", tmp_path / "notes", "--overwrite")
+    assert_one_line_error(code, err, "not an index")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
 def test_approximate_index_from_the_command_line(trained_run, tmp_path, capsys):
