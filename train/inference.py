@@ -1,6 +1,6 @@
 """Use a trained model outside training: `load_trained(run)` encodes images and texts to ±1 codes.
 
-    model = load_trained("result/DSPH/demo/64/<time>")          # a run folder, or its best.pt
+    model = load_trained("result/<method>/demo/64/<time>")      # a run folder, or its best.pt
     ids, mask = model.tokenize(["a red star"])
     text_codes = model.encode_texts(ids, mask)                   # (1, bits) in {-1, +1}
     image_codes = model.encode_images(torch.stack([model.image_transform(image)]))
