@@ -276,6 +276,7 @@ def test_reference_defaults():
     cfg = RSHConfig()
     assert (cfg.epochs, cfg.batch_size, cfg.weight_decay, cfg.head_init) == (101, 128, 1e-4, "default")
     assert (cfg.gamma, cfg.tau, cfg.margin, cfg.quantization_weight) == (3.0, 9.0, 0.25, 0.03)
+    assert RSHConfig.defaults_for("demo")["epochs"] == 25 and "epochs" not in RSHConfig.defaults_for("coco")
     with pytest.raises(UserError, match="--tau"):
         RSHConfig(tau=0.0)
     with pytest.raises(UserError, match="--schedule-steps-per-epoch"):

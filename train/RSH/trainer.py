@@ -28,6 +28,8 @@ class RSHConfig(BaseConfig):
 
     # reference: 101 epochs, batch 128, BertAdam weight decay hard-coded to 1e-4
     defaults = {"epochs": 101, "batch_size": 128, "weight_decay": 1e-4}
+    # demo only (README): 15 epochs stop at 0.72 / 0.70 mAP, still rising; 25 reach 0.92 / 0.94
+    dataset_defaults = {"demo": dict(epochs=25)}
 
     def validate(self) -> None:
         super().validate()
