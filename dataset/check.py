@@ -48,10 +48,10 @@ def check_images(table: PairTable, mode: str) -> None:
             raise UserError(f"{len(rows)} of {len(table)} items have a {problem}: {_examples(table, rows)} ({fix})")
 
 
-def report(table: PairTable, name: str, standard: int, class_names: list[str] | None = None) -> str:
+def report(table: PairTable, name: str, standard: int) -> str:
     labels = table.labels
     freq = labels.sum(axis=0).astype(int)
-    names = class_names or [str(i) for i in range(labels.shape[1])]
+    names = table.class_names or [str(i) for i in range(labels.shape[1])]
     per_item = np.array([len(c) for c in table.captions])
     words = np.array([len(c.split()) for caps in table.captions for c in caps])
     empty_captions = sum(1 for caps in table.captions if not any(c.strip() for c in caps))
@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         info = resolve_dataset(args.dataset)
         table = load_pair_table(Path(args.data_dir or info.default_dir), data_root=args.data_root)
+        table.class_names = table.class_names or info.names_for(table.labels)
         check_labels(table, args.allow_empty_labels)
         print(report(table, info.name, info.num_pairs))
         if not args.no_images:

@@ -187,7 +187,8 @@ def generate_demo(save_dir: str | Path, num_items: int = 2500, seed: int = 0, pr
             paths.append(relative)
             captions.append([caption])
             labels.append(label)
-        write_pair_table(save_dir, paths, captions, np.stack(labels), label_key="category", caption_layout="cells")
+        write_pair_table(save_dir, paths, captions, np.stack(labels), label_key="category", caption_layout="cells",
+                         class_names=CLASSES)
         marker_path.write_text(json.dumps(_marker(num_items, seed)))
     return save_dir
 

@@ -117,6 +117,6 @@ def attach_image_cache(data, folder: Path, train_kind: str, size: int, num_worke
     wait()
     sources = {kind: CachedImages(files[kind], rows) for kind, rows in plans.items()}
     data.train.image_loader, data.train.transform = sources[train_geometry], tensor_transform(train_flip)
-    for subset in (data.query, data.retrieval):
+    for subset in (data.query, data.retrieval, data.train_eval):
         subset.image_loader, subset.transform = sources["squash"], tensor_transform(False)
     return list(files.values())

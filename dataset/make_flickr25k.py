@@ -6,8 +6,8 @@ Raw layout (from mirflickr25k.zip and mirflickr25k_annotations_v080.zip), either
 <root>/mirflickr/im<id>.jpg + <root>/mirflickr/meta/tags/tags<id>.txt, or the same under
 <root>/mirflickr25k/; and <root>/mirflickr25k_annotations_v080/<concept>.txt (24 lists of image ids;
 the "_r1" lists and README.txt are ignored). A pair is kept when its image appears in at least one
-of the 24 lists (20,015 pairs); label columns are the concepts in sorted order, the caption is the
-image's tags joined by spaces.
+of the 24 lists (20,015 pairs); label columns are the concepts in sorted order (named in classes.txt), the
+caption is the image's tags joined by spaces.
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     captions = [c for c, ok in zip(captions, keep) if ok]
     labels = labels[keep]
     save_dir = Path(args.save_dir)
-    write_output(save_dir, paths, captions, labels, args.family, args.absolute_paths, "column", np.float64)
+    write_output(save_dir, paths, captions, labels, names, args.family, args.absolute_paths, "column", np.float64)
     print(summary.report(captions, labels, names, save_dir))
 
 

@@ -6,7 +6,8 @@ Raw layout: <root>/ImageList/Imagelist.txt (one image path per line, e.g. actor\
 <root>/Groundtruth/AllLabels/Labels_<concept>.txt (one 0/1 per line, same order),
 <root>/NUS_WID_Tags/All_Tags.txt ("<photo id> tag tag ..." per line, same order) and the images under
 <image-dir>/<folder>/<file>.jpg. A pair is kept when it has at least one of the 21 most frequent
-concepts (195,834 pairs); label columns follow the 21 concepts below; the caption is the tags.
+concepts (195,834 pairs); label columns follow the 21 concepts of dataset/catalog.py (named in classes.txt); the
+caption is the tags.
 """
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ from dataset.raw_common import (
 from utils.errors import UserError
 
 INFO = DATASETS["nuswide"]
-CONCEPTS = ("animal", "beach", "buildings", "clouds", "flowers", "grass", "lake", "mountain", "ocean", "person",
-            "plants", "reflection", "road", "rocks", "sky", "snow", "sunset", "tree", "vehicle", "water", "window")
+CONCEPTS = INFO.class_names  # the 21 label columns, alphabetical
 EMPTY_TAGS = "123456"  # the reference generators' placeholder for an image without tags
 
 
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> None:
         raise UserError(f"no usable NUS-WIDE pairs (images expected under {image_dir})")
     captions = [captions[i] for i in rows]
     save_dir = Path(args.save_dir)
-    write_output(save_dir, [str(image_dir / images[i]) for i in rows], captions, labels[rows], args.family,
-                 args.absolute_paths, "txt", np.int8)
+    write_output(save_dir, [str(image_dir / images[i]) for i in rows], captions, labels[rows], CONCEPTS,
+                 args.family, args.absolute_paths, "txt", np.int8)
     print(summary.report(captions, labels[rows], CONCEPTS, save_dir))
 
 

@@ -122,17 +122,18 @@ def filter_images(paths: Sequence[str], mode: str, strict: bool, summary: Summar
 
 
 def write_output(save_dir: Path, image_paths: Sequence[str], captions: Sequence[Sequence[str]], labels: np.ndarray,
-                 family: str, absolute: bool, category_layout: str, label_dtype) -> None:
-    """Write the three files: category family with `category_layout` captions, label family with one caption each."""
+                 class_names: Sequence[str], family: str, absolute: bool, category_layout: str, label_dtype) -> None:
+    """Write the three files and classes.txt: category family with `category_layout` captions, label family with
+    one caption each."""
     save_dir.mkdir(parents=True, exist_ok=True)
     base = save_dir.resolve()
     stored = [str(Path(p).resolve()) if absolute else os.path.relpath(Path(p).resolve(), base) for p in image_paths]
     if family == "category":
         write_pair_table(save_dir, stored, captions, labels, label_key="category", caption_layout=category_layout,
-                         label_dtype=label_dtype)
+                         label_dtype=label_dtype, class_names=class_names)
     else:
         write_pair_table(save_dir, stored, captions, labels, label_key="label", caption_layout="flat",
-                         label_dtype=np.float32)
+                         label_dtype=np.float32, class_names=class_names)
 
 
 def read_lines(path: Path) -> list[str]:

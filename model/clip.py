@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
 from torch import nn
 
-from dataset.text import EOT_ID, padding_mask
 from model.patch_embed import as_linear_patch_embed, is_patchify
 from utils.errors import UserError
+from utils.text import EOT_ID, padding_mask
 
 # Entries of OpenAI's TorchScript state dict that are not parameters.
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
-from dataset.text import CaptionTokenizer, padding_mask
 from model.clip import build_backbone, build_tiny_clip, convert_checkpoint, load_clip
 from model.clip import main as clip_main
 from utils.errors import UserError
+from utils.text import CaptionTokenizer, padding_mask
 
 
 def tiny_vit_clip() -> nn.Module:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset.catalog import DATASETS
 from dataset.make_coco import main as make_coco
 from dataset.make_flickr25k import main as make_flickr
 from dataset.make_nuswide import CONCEPTS
@@ -163,6 +164,7 @@ def test_make_flickr25k_keeps_the_20015_labelled_pairs(mirflickr_raw, tmp_path):
     table = load_pair_table(tmp_path / "flickr")
     assert len(table) == 20015 == len(ids)
     assert np.array_equal(table.labels, labels)  # numeric id order = the release's row order
+    assert table.class_names == CONCEPT_NAMES == DATASETS["flickr25k"].class_names
     assert [Path(p).name for p in table.paths] == [f"im{i}.jpg" for i in ids]
     assert [c[0] for c in table.captions] == [t.replace(",", " ") for t in tags]
 
@@ -196,7 +198,7 @@ def test_make_flickr25k_small_layout_variants_and_errors(tmp_path):
     assert done.returncode == 0, done.stderr
     table = load_pair_table(tmp_path / "out")
     assert [Path(p).name for p in table.paths] == ["im1.jpg", "im2.jpg"]
-    assert table.labels.tolist() == [[0, 1], [1, 1]]  # columns: dog, sky
+    assert table.labels.tolist() == [[0, 1], [1, 1]] and table.class_names == ("dog", "sky")
     assert table.captions == [["sky blue"], [""]]
     for text in ("dropped 1: unreadable image", "dropped 1: image in none of the 2 concept lists",
                  "no tags, caption left empty"):
@@ -235,6 +237,7 @@ def test_make_nuswide_fixture(tmp_path):
     table = load_pair_table(tmp_path / "nus")
     kept = np.flatnonzero(labels.sum(1) > 0)
     assert len(table) == len(kept) and np.array_equal(table.labels, labels[kept])
+    assert table.class_names == CONCEPTS == DATASETS["nuswide"].class_names
     expected = [" ".join(tags[i].split()[1:]) or "123456" for i in kept]
     assert [c[0] for c in table.captions] == expected
     assert (tmp_path / "nus" / "caption.txt").is_file() and all(Path(p).is_file() for p in table.paths)

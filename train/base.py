@@ -28,6 +28,7 @@ stub backbone without data through `train.testing.build_trainer`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -40,6 +41,7 @@ from torch import nn
 from dataset.builder import DataBundle, build_datasets, load_table, resolve_split_sizes
 from dataset.catalog import resolve_dataset
 from dataset.image_cache import attach_image_cache
+from dataset.label_noise import LabelNoise
 from dataset.transforms import normalize_uint8
 from model.clip import build_backbone
 from model.heads import DualHashModel, LinearTanhHead
@@ -198,6 +200,12 @@ class HashTrainer:
         """
         return self.dist.gather_batch(*tensors)
 
+    def global_batch_of(self, outputs: Any) -> Any:
+        """`global_batch` for a structure of tensors (a dataclass, dict, tuple or list), returned in that structure."""
+        if not self.dist.enabled:
+            return outputs
+        return map_tensors(outputs, lambda tensor: self.dist.gather_batch(tensor)[0])
+
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A generator on the training device seeded from the training seed, the global step and `stream`.
 
@@ -280,7 +288,8 @@ class HashTrainer:
         seed_everything(cfg.train_seed + dist.rank)
         backbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
         self.data: DataBundle = build_datasets(table, self.split_sizes, backbone.image_size, cfg.max_words,
-                                               cfg.train_transform, cfg.eval_caption)
+                                               cfg.train_transform, cfg.eval_caption,
+                                               LabelNoise(cfg.label_noise, cfg.label_noise_mode, cfg.label_noise_seed))
         self.num_workers = worker_count(cfg.num_workers)
         if cfg.image_cache:
             folder = Path(cfg.cache_dir or Path(cfg.data_dir or self.dataset_info.default_dir) / "cache")
@@ -498,12 +507,15 @@ class HashTrainer:
         best, last, primary = self.history.best["results"], self.history.last, self.primary_code_set
         summary = {"method": self.name, "dataset": self.dataset_info.name, "bits": self.cfg.output_dim,
                    "code_set": primary, "best": map_table(best, primary), "last": map_table(last, primary),
-                   "best_epoch": self.history.best["epoch"], "best_per_direction": self.history.per_direction,
+                   "best_epoch": self.history.best["epoch"],
+                   "best_per_direction": self.history.per_direction.get(primary, {}),
                    "epochs": self.epochs_done, "seed": self.cfg.seed, "train_seed": self.cfg.train_seed,
-                   "label_noise": getattr(self.cfg, "label_noise", 0.0), "chance_mAP": chance,
+                   "label_noise": self.cfg.label_noise,
+                   "label_noise_mode": self.cfg.label_noise_mode, "chance_mAP": chance,
                    "best_details": best[primary], "last_details": last[primary]}
         if len(best) > 1:
             summary["code_sets"] = {name: {"best": map_table(best, name), "last": map_table(last, name),
+                                           "best_per_direction": self.history.per_direction.get(name, {}),
                                            "best_details": best[name], "last_details": last[name]}
                                     for name in best}
         return summary
@@ -517,6 +529,20 @@ class HashTrainer:
                 f"{self.split_sizes.seed}, training seed {self.cfg.train_seed}); {self.cfg.backbone} backbone, "
                 f"{params / 1e6:.1f} M parameters, {self.cfg.output_dim} bits, {self.steps_per_epoch} steps/epoch "
                 f"on {self.device}{f' x {self.dist.world_size} processes' if self.dist.enabled else ''}")
+
+
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`value` with `fn` applied to every tensor inside it (dataclasses, dicts, tuples and lists are walked)."""
+    if torch.is_tensor(value):
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: map_tensors(getattr(value, f.name), fn)
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, dict):
+        return {key: map_tensors(item, fn) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(map_tensors(item, fn) for item in value)
+    return value
 
 
 def _summarise_names(names: list[str], shown: int = 3) -> str:

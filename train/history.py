@@ -22,21 +22,22 @@ class EvaluationHistory:
         self.per_direction_metrics = per_direction_metrics
         self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "results": None}
         self.last: Results | None = None
-        self.per_direction: dict[str, dict[str, dict[str, Any]]] = {}
+        # code set -> metric -> direction -> {"value", "epoch"}
+        self.per_direction: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 
     def add(self, epoch: int, results: Results, score: float) -> bool:
         """Record an evaluation; True when it is the new best by `score`."""
         self.last = results
-        primary = results[self.primary]
-        for metric in self.per_direction_metrics:
-            table = self.per_direction.setdefault(metric, {})
-            for direction in DIRECTIONS:
-                value = primary[direction].get(metric)
-                if value is None:
-                    continue
-                known = table.get(direction)
-                if known is None or value > known["value"]:
-                    table[direction] = {"value": value, "epoch": epoch}
+        for code_set, directions in results.items():
+            for metric in self.per_direction_metrics:
+                table = self.per_direction.setdefault(code_set, {}).setdefault(metric, {})
+                for direction in DIRECTIONS:
+                    value = directions[direction].get(metric)
+                    if value is None:
+                        continue
+                    known = table.get(direction)
+                    if known is None or value > known["value"]:
+                        table[direction] = {"value": value, "epoch": epoch}
         if score > self.best["score"]:
             self.best = {"score": score, "epoch": epoch, "results": results}
             return True
