@@ -466,7 +466,7 @@ def test_schedule_length(steps_per_epoch, expected):
 def test_statistics_pass_before_due_epochs(epoch, updated):
     trainer = idgh_trainer()
     batches = training_set_batches(trainer)
-    trainer.statistics_batches = lambda: batches
+    trainer.statistics_batches = lambda epoch: batches
     trainer.model.eval()
     trainer.on_epoch_start(epoch)
     assert trainer.model.training == updated  # the reference encodes in train mode
@@ -485,8 +485,7 @@ def test_statistics_pass_before_due_epochs(epoch, updated):
 def test_statistics_pass_encodes_with_dropout():
     trainer = idgh_trainer(head_dropout=0.5)
     batches = training_set_batches(trainer)
-    trainer.statistics_batches = lambda: batches
-    image, text, labels = trainer.training_set_codes()
+    image, text, labels = trainer.training_set_codes(batches)
     assert image.shape == text.shape == (10, 8) and torch.equal(labels, TRAIN_LABELS)
     assert not image.requires_grad
     trainer.model.eval()
@@ -497,7 +496,7 @@ def test_statistics_pass_encodes_with_dropout():
 
 def test_training_step_before_and_after_synthesis_starts():
     trainer = idgh_trainer(synthesis_start=3, epochs=15)
-    trainer.statistics_batches = lambda: training_set_batches(trainer)
+    trainer.statistics_batches = lambda epoch: training_set_batches(trainer)
     batch = stub_batch(trainer, rows=6, seed=7)
     batch["label"] = TRAIN_LABELS[:6]
     trainer.epochs_done = 3  # not yet: epochs > 3 synthesise
@@ -522,7 +521,7 @@ def test_training_step_before_and_after_synthesis_starts():
 
 def test_class_statistics_are_checkpointed():
     trainer = idgh_trainer()
-    trainer.statistics_batches = lambda: training_set_batches(trainer)
+    trainer.statistics_batches = lambda epoch: training_set_batches(trainer)
     trainer.on_epoch_start(32)
     payload = trainer.checkpoint_payload(with_optimizers=False)
     restored = idgh_trainer(seed=1)

@@ -83,19 +83,23 @@ class Trainer(HashTrainer):
     def on_epoch_start(self, epoch: int) -> None:
         cfg = self.cfg
         if statistics_due(epoch, cfg.synthesis_start, cfg.statistics_every):
-            self.criterion.update(*self.training_set_codes())
+            self.criterion.update(*self.training_set_codes(self.statistics_batches(epoch)))
 
-    def statistics_batches(self) -> Iterable[Batch]:
-        """The training set for a statistics pass: each item once (this process's share), training transform."""
-        return self.evaluator.loader(self.data.train)
+    def statistics_batches(self, epoch: int) -> Iterable[Batch]:
+        """The training loader as the epoch will iterate it (order, loader seed): every training item once, with the
+        training transform and caption, in training batches (the same count on every process under torchrun)."""
+        loader = self.train_loader
+        loader.batch_sampler.set_epoch(epoch)
+        loader.generator.manual_seed(self.cfg.train_seed * 1000 + epoch)
+        return loader
 
     @torch.no_grad()
-    def training_set_codes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """tanh codes (image, text) and labels of the whole training set, encoded in train mode as the reference
-        (dropout on), gathered over the processes."""
+    def training_set_codes(self, batches: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tanh codes (image, text) and labels of `batches`, encoded in train mode as the reference (dropout on),
+        gathered over the processes."""
         self.model.train()
         images, texts, labels = [], [], []
-        for batch in self.statistics_batches():
+        for batch in batches:
             batch = self.to_device(batch)
             with self.autocast():
                 image, text = self.model(batch["image"], batch["text"])
