@@ -446,7 +446,8 @@ def test_reference_defaults_and_demo_start():
     assert cfg.head_init == "default"
     assert (cfg.synthesis_start, cfg.synthesis_warmup, cfg.statistics_every, cfg.copies) == (31, 0, 4, 3)
     assert (cfg.intra_lambda, cfg.margin, cfg.momentum, cfg.neighbors) == (0.8, 0.05, 0.8, 25)
-    assert IDGHConfig.defaults_for("demo")["synthesis_start"] == 3
+    demo = IDGHConfig.defaults_for("demo")
+    assert (demo["epochs"], demo["synthesis_start"]) == (25, 7)
     assert "synthesis_start" not in IDGHConfig.defaults_for("flickr25k")
     with pytest.raises(UserError, match="--synthesis-start 4: synthesis would begin"):
         IDGHConfig(synthesis_start=4)
