@@ -7,6 +7,9 @@ import torch
 
 from train.IDGH.distribution import IntraClassDistribution, draw_noise, synthesize
 from train.IDGH.loss import idgh_loss, lambda_schedule, ndcg_gain, ranking_triplet_loss, statistics_due, synthesis_active
+from train.IDGH.trainer import IDGHConfig, Trainer
+from train.testing import build_trainer, stub_batch
+from utils.errors import UserError
 
 # ---- hand-made inputs
 TRIPLET_CASES = {
@@ -414,3 +417,116 @@ def test_bf16_autocast_runs_in_float32():
         out = idgh_loss(image, text, f64(c["labels"]).float(), margin=0.5)
     assert out["loss"].dtype == torch.float32
     assert out["loss"].item() == pytest.approx(REFERENCE_TRIPLETS[("B_single", 0.5)][3], rel=2e-2)
+
+
+# ---------------------------------------------------------------- trainer
+TRAIN_LABELS = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1], [0, 1, 0], [0, 0, 1],
+                             [1, 1, 0], [0, 0, 1]], dtype=torch.float32)
+
+
+def idgh_trainer(**options):
+    options = {"output_dim": 8, "head_dropout": 0.0, **options}
+    return build_trainer(Trainer, num_classes=3, train_labels=TRAIN_LABELS, **options)
+
+
+def training_set_batches(trainer, rows=(6, 4)):
+    """The stub training set in two batches (labels TRAIN_LABELS), for the statistics pass."""
+    batches, start = [], 0
+    for seed, count in enumerate(rows):
+        batch = stub_batch(trainer, rows=count, seed=seed)
+        batch["label"] = TRAIN_LABELS[start:start + count]
+        batches.append(batch)
+        start += count
+    return batches
+
+
+def test_reference_defaults_and_demo_start():
+    cfg = IDGHConfig()
+    assert (cfg.epochs, cfg.batch_size, cfg.weight_decay, cfg.eval_every) == (101, 64, 1e-4, 5)
+    assert cfg.head_init == "default"
+    assert (cfg.synthesis_start, cfg.synthesis_warmup, cfg.statistics_every, cfg.copies) == (31, 0, 4, 3)
+    assert (cfg.intra_lambda, cfg.margin, cfg.momentum, cfg.neighbors) == (0.8, 0.05, 0.8, 25)
+    demo = IDGHConfig.defaults_for("demo")
+    assert (demo["epochs"], demo["synthesis_start"]) == (25, 7)
+    assert "synthesis_start" not in IDGHConfig.defaults_for("flickr25k")
+    with pytest.raises(UserError, match="--synthesis-start 4: synthesis would begin"):
+        IDGHConfig(synthesis_start=4)
+    assert IDGHConfig(synthesis_start=4, synthesis_warmup=3).synthesis_start == 4  # statistics at 8, synthesis at 8
+    with pytest.raises(UserError, match="--copies"):
+        IDGHConfig(copies=0)
+
+
+@pytest.mark.parametrize("steps_per_epoch, expected", [(None, 10 * 7), (5000, 5000 * 7)])
+def test_schedule_length(steps_per_epoch, expected):
+    trainer = idgh_trainer(epochs=7, schedule_steps_per_epoch=steps_per_epoch)  # the stub loader: 10 steps/epoch
+    assert {g["t_total"] for g in trainer.optimizer.param_groups} == {expected}
+    assert all(g["weight_decay"] == 1e-4 for g in trainer.optimizer.param_groups)
+
+
+@pytest.mark.parametrize("epoch, updated", [(31, False), (32, True), (33, False), (36, True)])
+def test_statistics_pass_before_due_epochs(epoch, updated):
+    trainer = idgh_trainer()
+    batches = training_set_batches(trainer)
+    trainer.statistics_batches = lambda epoch: batches
+    trainer.model.eval()
+    trainer.on_epoch_start(epoch)
+    assert trainer.model.training == updated  # the reference encodes in train mode
+    if not updated:
+        assert trainer.criterion.amount.sum().item() == 0
+        return
+    expected = IntraClassDistribution(3, 8)
+    with torch.no_grad():  # no dropout (head_dropout 0): the codes are the model's outputs
+        codes = [trainer.model(b["image"], b["text"]) for b in batches]
+    expected.update(torch.cat([c[0] for c in codes]), torch.cat([c[1] for c in codes]), TRAIN_LABELS)
+    assert trainer.criterion.amount.tolist() == TRAIN_LABELS.sum(0).tolist()
+    for name, buffer in expected.named_buffers():
+        torch.testing.assert_close(getattr(trainer.criterion, name), buffer)
+
+
+def test_statistics_pass_encodes_with_dropout():
+    trainer = idgh_trainer(head_dropout=0.5)
+    batches = training_set_batches(trainer)
+    image, text, labels = trainer.training_set_codes(batches)
+    assert image.shape == text.shape == (10, 8) and torch.equal(labels, TRAIN_LABELS)
+    assert not image.requires_grad
+    trainer.model.eval()
+    with torch.no_grad():
+        clean = torch.cat([trainer.model.encode_image(b["image"]) for b in batches])
+    assert (image == 0).any() and not torch.allclose(image, clean)
+
+
+def test_training_step_before_and_after_synthesis_starts():
+    trainer = idgh_trainer(synthesis_start=3, epochs=15)
+    trainer.statistics_batches = lambda epoch: training_set_batches(trainer)
+    batch = stub_batch(trainer, rows=6, seed=7)
+    batch["label"] = TRAIN_LABELS[:6]
+    trainer.epochs_done = 3  # not yet: epochs > 3 synthesise
+    image, text = trainer.model(batch["image"], batch["text"])
+    real = idgh_loss(image, text, batch["label"])
+    assert trainer.training_step(batch)["loss"].item() == pytest.approx(real["loss"].item(), rel=1e-6)
+
+    trainer.on_epoch_start(4)
+    trainer.epochs_done, trainer.global_step = 4, 12
+    assert trainer.criterion.var_image.abs().sum() > 0
+    out = trainer.training_step(batch)
+    var_image, var_text = trainer.criterion.sample_variances(batch["label"])
+    noise = draw_noise(3, 6, 8, generator=trainer.step_generator())
+    synthetic = synthesize(image, text, batch["label"], var_image, var_text, lambda_schedule(0.8, 15, 4), *noise)
+    expected = idgh_loss(*(torch.cat([real_rows, copies]) for real_rows, copies in
+                           zip((image, text, batch["label"]), synthetic)))
+    assert out["loss"].item() == pytest.approx(expected["loss"].item(), rel=1e-6)
+    assert out["loss"].item() != pytest.approx(real["loss"].item(), rel=1e-3)
+    trainer.global_step = 13  # another step draws other copies
+    assert trainer.training_step(batch)["loss"].item() != pytest.approx(out["loss"].item(), rel=1e-6)
+
+
+def test_class_statistics_are_checkpointed():
+    trainer = idgh_trainer()
+    trainer.statistics_batches = lambda epoch: training_set_batches(trainer)
+    trainer.on_epoch_start(32)
+    payload = trainer.checkpoint_payload(with_optimizers=False)
+    restored = idgh_trainer(seed=1)
+    restored._load_modules_state(payload, "checkpoint")
+    for name, buffer in trainer.criterion.named_buffers():
+        assert torch.equal(getattr(restored.criterion, name), buffer), name
+    assert restored.criterion.amount.sum() > 0

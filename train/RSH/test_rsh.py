@@ -6,6 +6,9 @@ import torch
 from model.clip import build_tiny_clip
 from train.RSH.loss import quantization_loss, rsh_loss, self_reflective_similarity, triplet_loss, triplet_mask
 from train.RSH.model import RSHModel
+from train.RSH.trainer import RSHConfig, Trainer
+from train.testing import build_trainer, stub_batch
+from utils.errors import UserError
 
 # hand-made inputs: image / text tanh codes, image / text uncertainties, labels
 CASES = {
@@ -262,3 +265,70 @@ def test_model_outputs_and_codes():
         torch.testing.assert_close(model.encode_text(texts), txt)
         features = model.backbone.encode_image(images)
         torch.testing.assert_close(model.image_uncertainty(features), img_u)
+
+
+# ---------------------------------------------------------------- trainer
+def rsh_trainer(**options):
+    return build_trainer(Trainer, num_classes=3, output_dim=8, **options)
+
+
+def test_reference_defaults():
+    cfg = RSHConfig()
+    assert (cfg.epochs, cfg.batch_size, cfg.weight_decay, cfg.head_init) == (101, 128, 1e-4, "default")
+    assert (cfg.gamma, cfg.tau, cfg.margin, cfg.quantization_weight) == (3.0, 9.0, 0.25, 0.03)
+    assert RSHConfig.defaults_for("demo")["epochs"] == 25 and "epochs" not in RSHConfig.defaults_for("coco")
+    with pytest.raises(UserError, match="--tau"):
+        RSHConfig(tau=0.0)
+    with pytest.raises(UserError, match="--schedule-steps-per-epoch"):
+        RSHConfig(schedule_steps_per_epoch=0)
+
+
+def test_optimizer_groups_follow_the_reference():
+    trainer = rsh_trainer(lr=1e-3, clip_lr=1e-5)
+    model, groups = trainer.model, trainer.optimizer.param_groups
+    parts = [trainer.backbone, model.image_head, model.text_head, model.image_uncertainty, model.text_uncertainty]
+    assert [g["lr"] for g in groups] == [1e-5, 1e-3, 1e-3, 1e-3, 1e-3]
+    for group, part in zip(groups, parts):
+        assert {id(p) for p in group["params"]} == {id(p) for p in part.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert all(g["weight_decay"] == 1e-4 for g in groups)
+
+
+@pytest.mark.parametrize("steps_per_epoch, expected", [(None, 10 * 7), (5000, 5000 * 7)])
+def test_schedule_length(steps_per_epoch, expected):
+    trainer = rsh_trainer(epochs=7, schedule_steps_per_epoch=steps_per_epoch)  # the stub loader: 10 steps/epoch
+    assert {g["t_total"] for g in trainer.optimizer.param_groups} == {expected}
+
+
+def test_training_step_trains_every_part():
+    trainer = rsh_trainer(lr=0.1, clip_lr=0.1, warmup_proportion=0.5)
+    batch = stub_batch(trainer, rows=8, seed=1)
+    batch["label"] = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 1], [0, 0, 1], [1, 0, 1], [0, 1, 0],
+                                   [0, 0, 1]], dtype=torch.float32)
+    trainer.model.eval()  # no dropout: the step's loss is rsh_loss of the model outputs
+    out = trainer.training_step(batch)
+    assert {"loss", "triplet", "quantization", "image_image", "image_text", "text_image", "text_text"} <= set(out)
+    expected = rsh_loss(*trainer.model(batch["image"], batch["text"]), batch["label"])
+    assert out["loss"].item() == pytest.approx(expected["loss"].item(), rel=1e-6)
+    trainer.model.train()
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    for _ in range(2):  # BertAdam's first scheduled step has learning rate 0
+        trainer.optimization_step(batch)
+    moved = {name for name, p in trainer.model.named_parameters() if not torch.equal(p, before[name])}
+    assert moved == set(before)
+
+
+def test_codes_come_from_the_hash_heads_only():
+    trainer = rsh_trainer()
+    trainer.model.eval()
+    batch = stub_batch(trainer, rows=5)
+    with torch.no_grad():
+        codes = trainer.encode(batch)["8"]
+        image, _, text, _ = trainer.model(batch["image"], batch["text"])
+        trainer.model.image_uncertainty.weight.add_(1.0)
+        trainer.model.text_uncertainty.weight.add_(1.0)
+        again = trainer.encode(batch)["8"]
+    assert codes[0].shape == codes[1].shape == (5, 8)
+    torch.testing.assert_close(codes[0], torch.where(image >= 0, 1.0, -1.0))
+    torch.testing.assert_close(codes[1], torch.where(text >= 0, 1.0, -1.0))
+    assert all(torch.equal(a, b) for a, b in zip(codes, again))
