@@ -1,6 +1,6 @@
 """Images per second of the training data pipeline, with and without the image cache.
 
-    python bench/data_speed.py [--images 2000] [--size 224] [--batch-size 128] [--num-workers N]
+    python -m bench.data_speed [--images 2000] [--size 224] [--batch-size 128] [--num-workers N]
                                [--data-dir DIR]   # default: a generated set of 500x375 JPEGs in a temp folder
 
 Without --data-dir it writes a dataset of photo-sized JPEGs (500 x 375, like MIRFlickr and COCO images) in
@@ -22,12 +22,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dataset.builder import build_datasets  # noqa: E402
-from dataset.catalog import SplitSizes  # noqa: E402
-from dataset.image_cache import attach_image_cache  # noqa: E402
-from dataset.mat import load_pair_table, write_pair_table  # noqa: E402
+from dataset.builder import build_datasets
+from dataset.catalog import SplitSizes
+from dataset.image_cache import attach_image_cache
+from dataset.mat import load_pair_table, write_pair_table
 
 
 def write_jpeg_dataset(folder: Path, count: int, seed: int = 0) -> Path:
@@ -66,7 +64,7 @@ def images_per_second(dataset, batch_size: int, num_workers: int, epochs: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python bench/data_speed.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.data_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=128)

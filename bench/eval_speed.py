@@ -1,6 +1,6 @@
 """Time mAP over the whole ranking in all four directions at NUS-WIDE scale, against the repos' per-query loop.
 
-    python bench/eval_speed.py [--queries 2100] [--database 193734] [--bits 64] [--loop-queries 100]
+    python -m bench.eval_speed [--queries 2100] [--database 193734] [--bits 64] [--loop-queries 100]
 
 The loop is the reference repos' algorithm (per query: distance row by matmul, sort, ranks of the
 relevant items, mean of t / p_t) with a stable sort so both rank ties identically; it runs on the
@@ -12,15 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from utils.metrics import DIRECTIONS, mean_average_precision  # noqa: E402
+from utils.metrics import DIRECTIONS, mean_average_precision
 
 
 def synthetic_codes(queries: int, database: int, bits: int, classes: int, seed: int = 0):

@@ -8,6 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -c "import torch; print('torch', torch.__version__, '|', torch.cuda.get_device_name(), '|', torch.backends.cudnn.version())"
-python bench/train_speed.py --batch-size 128 --precision fp32,bf16 --patch-embed linear,conv --steps 20
-python bench/train_speed.py --batch-size 128 --precision bf16 --steps 5 --profile 2>&1 | sed -n '1,30p'
-python bench/data_speed.py --images 3000 --num-workers "$(( $(nproc) < 8 ? $(nproc) : 8 ))"
+python -m bench.train_speed --batch-size 128 --precision fp32,bf16 --patch-embed linear,conv --steps 20
+python -m bench.train_speed --batch-size 128 --precision bf16 --steps 5 --profile 2>&1 | sed -n '1,30p'
+python -m bench.data_speed --images 3000 --num-workers "$(( $(nproc) < 8 ? $(nproc) : 8 ))"

@@ -1,6 +1,6 @@
 """Peak memory of one training step per method (batch 128, tiny backbone unless told otherwise).
 
-    python bench/step_memory.py [METHOD ...] [--batch-size 128] [--backbone tiny] [--device auto]
+    python -m bench.step_memory [METHOD ...] [--batch-size 128] [--backbone tiny] [--device auto]
 
 Each method runs in its own process: build the trainer on the demo data, load one batch, then one
 optimization step (forward, loss, backward, optimizer steps). On a GPU the peak is the allocator's
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from main import parse_config
+from train.registry import available_methods
 
-from main import parse_config  # noqa: E402
-from train.registry import available_methods  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def measure(method: str, batch_size: int, backbone: str, device: str) -> dict:
@@ -30,6 +29,7 @@ def measure(method: str, batch_size: int, backbone: str, device: str) -> dict:
     trainer_cls, cfg = parse_config(["--method", method, "--dataset", "demo", "--backbone", backbone, "--batch-size",
                                      str(batch_size), "--device", device, "--no-progress", "--num-workers", "0"])
     trainer = trainer_cls(cfg)
+    trainer.setup()
     batch = trainer.to_device(next(iter(trainer.train_loader)))
     trainer.model.train()
     if trainer.device.type == "cuda":
@@ -47,7 +47,7 @@ def measure(method: str, batch_size: int, backbone: str, device: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python bench/step_memory.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.step_memory", description=__doc__.split("\n")[0])
     parser.add_argument("methods", nargs="*", help="methods to measure (default: every registered method)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--backbone", default="tiny")
@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak memory of one training step, batch {args.batch_size}, backbone {args.backbone}")
     print(f"{'method':>10} {'device':>6} {'step MiB':>9} {'peak MiB':>9}")
     for method in methods:
-        result = subprocess.run([sys.executable, __file__, method, "--one", "--batch-size", str(args.batch_size),
-                                 "--backbone", args.backbone, "--device", args.device], capture_output=True, text=True)
+        result = subprocess.run([sys.executable, "-m", "bench.step_memory", method, "--one", "--batch-size",
+                                 str(args.batch_size), "--backbone", args.backbone, "--device", args.device],
+                                capture_output=True, text=True, cwd=ROOT)
         if result.returncode != 0:
             reason = (result.stderr.strip().splitlines() or ["failed"])[-1]
             print(f"{method:>10} failed: {reason}")

@@ -1,6 +1,6 @@
 """Training throughput of one method: data loading and the model step measured separately, and peak memory.
 
-    python bench/train_speed.py [--method DSPH] [--batch-size 128] [--precision fp32,bf16] [--steps 30]
+    python -m bench.train_speed [--method DSPH] [--batch-size 128] [--precision fp32,bf16] [--steps 30]
                                 [--backbone ViT-B-32-random] [--num-workers N] [--dataset demo --data-dir DIR]
                                 [--patch-embed linear,conv] [--profile]
 
@@ -18,14 +18,11 @@ import argparse
 import resource
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from main import parse_config  # noqa: E402
-from model.patch_embed import as_convolution  # noqa: E402
+from main import parse_config
+from model.patch_embed import as_convolution
 
 
 def build_trainer(args, precision: str):
@@ -39,7 +36,9 @@ def build_trainer(args, precision: str):
     if args.image_cache:
         flags += ["--image-cache"]
     trainer_cls, cfg = parse_config(flags)
-    return trainer_cls(cfg)
+    trainer = trainer_cls(cfg)
+    trainer.setup()
+    return trainer
 
 
 def sync(device: torch.device) -> None:
@@ -97,7 +96,7 @@ def time_loader(trainer, batches: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python bench/train_speed.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.train_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--method", default="DSPH")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--bits", type=int, default=64)

@@ -1,6 +1,7 @@
 """Validate a prepared dataset and print a report.
 
     python -m dataset.check --dataset coco [--data-dir DIR] [--allow-empty-labels] [--no-images] [--quick]
+                            [--workers N]
 
 Checks, in order: the three files exist and agree in length, labels are a 0/1 matrix, no item is
 without a label (unless allowed), every image exists and decodes. The first kind of problem found
@@ -15,7 +16,7 @@ import numpy as np
 
 from dataset.catalog import resolve_dataset
 from dataset.mat import PairTable, load_pair_table
-from dataset.raw_common import image_problem, progress
+from dataset.raw_common import default_workers, image_problems
 from utils.config import OneLineParser
 from utils.errors import UserError
 
@@ -34,10 +35,9 @@ def check_labels(table: PairTable, allow_empty: bool) -> None:
                         "(regenerate the data, or pass --allow-empty-labels if this is intended)")
 
 
-def check_images(table: PairTable, mode: str) -> None:
+def check_images(table: PairTable, mode: str, workers: int = 1) -> None:
     problems: dict[str, list[int]] = {}
-    for row, path in enumerate(progress(table.paths, "checking images")):
-        problem = image_problem(path, mode)
+    for row, problem in enumerate(image_problems(table.paths, mode, workers)):
         if problem:
             problems.setdefault(problem, []).append(row)
     for problem in ("missing image", "unreadable image"):
@@ -48,10 +48,10 @@ def check_images(table: PairTable, mode: str) -> None:
             raise UserError(f"{len(rows)} of {len(table)} items have a {problem}: {_examples(table, rows)} ({fix})")
 
 
-def report(table: PairTable, name: str, standard: int, class_names: list[str] | None = None) -> str:
+def report(table: PairTable, name: str, standard: int) -> str:
     labels = table.labels
     freq = labels.sum(axis=0).astype(int)
-    names = class_names or [str(i) for i in range(labels.shape[1])]
+    names = table.class_names or [str(i) for i in range(labels.shape[1])]
     per_item = np.array([len(c) for c in table.captions])
     words = np.array([len(c.split()) for caps in table.captions for c in caps])
     empty_captions = sum(1 for caps in table.captions if not any(c.strip() for c in caps))
@@ -72,15 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="rewrite absolute image paths (see main.py --help)")
     parser.add_argument("--allow-empty-labels", action="store_true", help="accept items without any label")
     parser.add_argument("--no-images", action="store_true", help="skip the image check")
-    parser.add_argument("--quick", action="store_true", help="check image headers only instead of decoding them")
+    parser.add_argument("--quick", action="store_true",
+                        help="check image headers only instead of decoding every image (fast, misses truncated files)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes decoding images (default: the CPU cores available)")
     args = parser.parse_args(argv)
     try:
         info = resolve_dataset(args.dataset)
         table = load_pair_table(Path(args.data_dir or info.default_dir), data_root=args.data_root)
+        table.class_names = table.class_names or info.names_for(table.labels)
         check_labels(table, args.allow_empty_labels)
         print(report(table, info.name, info.num_pairs))
         if not args.no_images:
-            check_images(table, "header" if args.quick else "full")
+            check_images(table, "header" if args.quick else "full", args.workers)
             print(f"  images: all {len(table)} readable")
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

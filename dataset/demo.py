@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from dataset.mat import write_pair_table
+from utils.errors import UserError
 
 CLASSES = ("circle", "square", "triangle", "star", "cross", "diamond", "ring", "heart", "crescent", "arrow", "bar",
            "semicircle")
@@ -160,24 +161,68 @@ def draw_item(rng: np.random.Generator) -> tuple[Image.Image, str, np.ndarray]:
     return image, _caption(rng, phrases), label
 
 
-def _marker(num_items: int, seed: int) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "num_items": num_items, "seed": seed}
+MARKER = "demo.json"  # marks a folder as the generator's own: it writes into no other non-empty folder
+
+
+def _marker(num_items: int, seed: int, complete: bool) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "num_items": num_items, "seed": seed, "complete": complete}
+
+
+def read_marker(save_dir: Path) -> dict | None:
+    """The demo marker of `save_dir`, or None when the folder is not marked as demo data.
+
+    Markers written before the `complete` field existed were written last, so they mean complete data.
+    """
+    path = save_dir / MARKER
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(content, dict) or "generator_version" not in content:
+        return None
+    return {"complete": True, **content}
+
+
+def _write_marker(path: Path, marker: dict) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(marker), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _claim(save_dir: Path) -> None:
+    """Refuse a folder that holds anything the demo generator did not write (real data, say)."""
+    if save_dir.exists() and not save_dir.is_dir():
+        raise UserError(f"{save_dir} is a file, not a folder for the demo data; pick another folder")
+    if not save_dir.is_dir() or read_marker(save_dir) is not None:
+        return
+    foreign = sorted(entry.name for entry in save_dir.iterdir())
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise UserError(f"{save_dir} holds files the demo generator did not write ({shown}); it writes the demo "
+                        f"data only into a new or empty folder, or one marked by its {MARKER}: pass another folder "
+                        "(--data-dir, or --save-dir of python -m dataset.demo)")
 
 
 def generate_demo(save_dir: str | Path, num_items: int = 2500, seed: int = 0, progress: bool = True) -> Path:
     """Write the demo dataset to `save_dir` (images/ + index/caption/label .mat); reuse it if already there.
 
-    A lock file beside the folder (`<save_dir>.lock`) serialises concurrent calls (torchrun ranks, parallel
-    sweep cells): the first writes the data, the others wait and reuse it.
+    Only a new or empty folder, or one marked by `demo.json` (written before anything else), is written to;
+    any other folder is refused with a UserError, so real data is never overwritten. A lock file beside the
+    folder (`<save_dir>.lock`) serialises concurrent calls (torchrun ranks, parallel sweep cells): the first
+    writes the data, the others wait and reuse it.
     """
     save_dir = Path(save_dir)
-    marker_path = save_dir / "demo.json"
-    save_dir.parent.mkdir(parents=True, exist_ok=True)
+    marker_path = save_dir / MARKER
+    try:
+        save_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the demo data folder {save_dir}: {exc.strerror}") from None
     with FileLock(f"{save_dir}.lock"):
-        if marker_path.is_file() and json.loads(marker_path.read_text()) == _marker(num_items, seed):
+        if read_marker(save_dir) == _marker(num_items, seed, complete=True):
             return save_dir
+        _claim(save_dir)
         (save_dir / "images").mkdir(parents=True, exist_ok=True)
-        marker_path.unlink(missing_ok=True)
+        _write_marker(marker_path, _marker(num_items, seed, complete=False))
         rng = np.random.default_rng(seed)
         paths, captions, labels = [], [], []
         for i in tqdm(range(num_items), desc="generating demo data", disable=not progress, leave=False):
@@ -187,20 +232,21 @@ def generate_demo(save_dir: str | Path, num_items: int = 2500, seed: int = 0, pr
             paths.append(relative)
             captions.append([caption])
             labels.append(label)
-        write_pair_table(save_dir, paths, captions, np.stack(labels), label_key="category", caption_layout="cells")
-        marker_path.write_text(json.dumps(_marker(num_items, seed)))
+        write_pair_table(save_dir, paths, captions, np.stack(labels), label_key="category", caption_layout="cells",
+                         class_names=CLASSES)
+        _write_marker(marker_path, _marker(num_items, seed, complete=True))
     return save_dir
 
 
 def ensure_demo(save_dir: str | Path, num_items: int = 2500, progress: bool = True) -> Path:
-    """The demo data in `save_dir`: generated if absent or written by another generator version.
+    """The demo data in `save_dir`: generated if absent, incomplete or written by another generator version.
 
-    An existing demo folder of any size is reused (tests write small ones with :func:`generate_demo`).
+    An existing complete demo folder of any size is reused (tests write small ones with :func:`generate_demo`).
     """
     save_dir = Path(save_dir)
-    marker_path = save_dir / "demo.json"
-    marker = json.loads(marker_path.read_text()) if marker_path.is_file() else None
-    if marker and marker.get("generator_version") == GENERATOR_VERSION and (save_dir / "index.mat").is_file():
+    marker = read_marker(save_dir)
+    if (marker and marker["generator_version"] == GENERATOR_VERSION and marker["complete"]
+            and (save_dir / "index.mat").is_file()):
         return save_dir
     if marker:
         num_items = marker.get("num_items", num_items)
@@ -213,7 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-items", type=int, default=2500)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    path = generate_demo(args.save_dir, args.num_items, args.seed)
+    try:
+        path = generate_demo(args.save_dir, args.num_items, args.seed)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"demo dataset in {path}")
     return 0
 

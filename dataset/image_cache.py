@@ -79,6 +79,20 @@ def build_cache(paths: Sequence[str], kind: str, size: int, target: Path, num_wo
         partial.unlink(missing_ok=True)
 
 
+def check_cache_file(path: Path, shape: tuple[int, ...]) -> None:
+    """A UserError naming `path` unless it is a complete uint8 array of `shape` (a header and size check; the
+    file is read with allow_pickle=False, so it never unpickles anything)."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        problem = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}" if str(exc) else type(exc).__name__
+    else:
+        if array.dtype == np.uint8 and array.shape == shape:
+            return
+        problem = f"holds {array.dtype} {array.shape} instead of uint8 {shape}"
+    raise UserError(f"image cache {path} is damaged ({problem}); delete it and the next run rebuilds it")
+
+
 class CachedImages:
     """`row -> uint8 (3, S, S) tensor` from a cache file; `rows` are the table rows the file holds, in order."""
 
@@ -89,7 +103,7 @@ class CachedImages:
 
     def __call__(self, row: int) -> torch.Tensor:
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
+            self._array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         return torch.from_numpy(np.array(self._array[self.lookup[row]])).permute(2, 0, 1)
 
     def __getstate__(self) -> dict:
@@ -115,8 +129,10 @@ def attach_image_cache(data, folder: Path, train_kind: str, size: int, num_worke
             if not files[kind].is_file():
                 build_cache([table.paths[r] for r in rows], kind, size, files[kind], num_workers, progress)
     wait()
+    for kind, rows in plans.items():
+        check_cache_file(files[kind], (len(rows), size, size, 3))
     sources = {kind: CachedImages(files[kind], rows) for kind, rows in plans.items()}
     data.train.image_loader, data.train.transform = sources[train_geometry], tensor_transform(train_flip)
-    for subset in (data.query, data.retrieval):
+    for subset in (data.query, data.retrieval, data.train_eval):
         subset.image_loader, subset.transform = sources["squash"], tensor_transform(False)
     return list(files.values())

@@ -4,7 +4,8 @@
 
 Raw layout: <coco>/annotations/{captions,instances}_{train,val}2017.json and <coco>/{train,val}2017/*.jpg.
 Rows: images with at least one instance annotation, sorted by image id, train2017 before val2017
-(122,218 pairs for the full download); 80 label columns in ascending COCO category id (person first).
+(122,218 pairs for the full download); 80 label columns in ascending COCO category id (person first), named
+in classes.txt.
 Category family: all captions of an image; label family: one caption per image (docs/datasets.md).
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataset.raw_common import (
     Summary,
     filter_images,
     generator_parser,
+    output_folder,
     progress,
     require_dir,
     run_generator,
@@ -93,6 +95,7 @@ def read_split(coco_dir: Path, split: str, categories: dict[int, int] | None) ->
 
 
 def category_names(coco_dir: Path, split: str) -> list[str]:
+    """The category names in ascending category id: the order of the label columns."""
     content = _load_json(coco_dir / "annotations" / f"instances_{split}.json")
     records = sorted(content["categories"], key=lambda c: c["id"])
     return [str(c.get("name", c["id"])) for c in records]
@@ -110,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--coco-dir", required=True, help="folder of the official COCO 2017 download")
     parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to include, in order")
     args = parser.parse_args(argv)
+    save_dir = output_folder(args.save_dir)
     coco_dir = require_dir(Path(args.coco_dir), "COCO folder", "pass the folder holding annotations/ and train2017/")
     splits = [s for s in args.splits.split(",") if s]
     unknown = set(splits) - set(SPLITS)
@@ -130,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
         if unlabelled:
             summary.dropped[f"no instance annotation ({split})"] += unlabelled
     paths = [row[1] for row in rows]
-    keep = filter_images(paths, args.verify, args.strict, summary)
+    keep = filter_images(paths, args.verify, args.strict, summary, args.workers)
     rows = [row for row, ok in zip(rows, keep) if ok]
     if not rows:
         raise UserError(f"no usable COCO pairs in {coco_dir} (are the images under {coco_dir}/train2017?)")
@@ -141,9 +145,10 @@ def main(argv: list[str] | None = None) -> None:
     else:
         captions = [row[2] for row in rows]
     save_dir = Path(args.save_dir)
-    write_output(save_dir, [row[1] for row in rows], captions, labels, args.family, args.absolute_paths, "cells",
-                 np.int64)
-    print(summary.report(captions, labels, category_names(coco_dir, present[0]), save_dir))
+    names = category_names(coco_dir, present[0])
+    write_output(save_dir, [row[1] for row in rows], captions, labels, names, args.family, args.absolute_paths,
+                 "cells", np.int64)
+    print(summary.report(captions, labels, names, save_dir))
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ Raw layout (from mirflickr25k.zip and mirflickr25k_annotations_v080.zip), either
 <root>/mirflickr/im<id>.jpg + <root>/mirflickr/meta/tags/tags<id>.txt, or the same under
 <root>/mirflickr25k/; and <root>/mirflickr25k_annotations_v080/<concept>.txt (24 lists of image ids;
 the "_r1" lists and README.txt are ignored). A pair is kept when its image appears in at least one
-of the 24 lists (20,015 pairs); label columns are the concepts in sorted order, the caption is the
-image's tags joined by spaces.
+of the 24 lists (20,015 pairs); label columns are the concepts in sorted order (named in classes.txt), the
+caption is the image's tags joined by spaces.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from dataset.raw_common import (
     Summary,
     filter_images,
     generator_parser,
+    output_folder,
     progress,
     read_lines,
     require_dir,
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                              "QinLab/DCHMT generators' order, which their seed-1814 splits assume)")
     parser.add_argument("--drop-untagged", action="store_true", help="drop pairs whose image has no tags")
     args = parser.parse_args(argv)
+    save_dir = output_folder(args.save_dir)
     root = require_dir(Path(args.root), "MIRFlickr folder", "pass the folder of the unzipped download")
     annotation_dir = root / ANNOTATION_DIR
     if not annotation_dir.is_dir():
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     paths = [str(image_dir / f"im{image_id}.jpg") for image_id in labelled]
     tags_dir = image_dir / "meta" / "tags"
     captions = [[read_tags(tags_dir, image_id, summary)] for image_id in progress(labelled, "reading tags")]
-    keep = filter_images(paths, args.verify, args.strict, summary)
+    keep = filter_images(paths, args.verify, args.strict, summary, args.workers)
     if args.drop_untagged:
         untagged = np.array([not c[0] for c in captions])
         summary.dropped["no tags (--drop-untagged)"] += int((keep & untagged).sum())
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     captions = [c for c, ok in zip(captions, keep) if ok]
     labels = labels[keep]
     save_dir = Path(args.save_dir)
-    write_output(save_dir, paths, captions, labels, args.family, args.absolute_paths, "column", np.float64)
+    write_output(save_dir, paths, captions, labels, names, args.family, args.absolute_paths, "column", np.float64)
     print(summary.report(captions, labels, names, save_dir))
 
 

@@ -6,7 +6,8 @@ Raw layout: <root>/ImageList/Imagelist.txt (one image path per line, e.g. actor\
 <root>/Groundtruth/AllLabels/Labels_<concept>.txt (one 0/1 per line, same order),
 <root>/NUS_WID_Tags/All_Tags.txt ("<photo id> tag tag ..." per line, same order) and the images under
 <image-dir>/<folder>/<file>.jpg. A pair is kept when it has at least one of the 21 most frequent
-concepts (195,834 pairs); label columns follow the 21 concepts below; the caption is the tags.
+concepts (195,834 pairs); label columns follow the 21 concepts of dataset/catalog.py (named in classes.txt); the
+caption is the tags.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataset.raw_common import (
     Summary,
     filter_images,
     generator_parser,
+    output_folder,
     read_lines,
     require_dir,
     require_file,
@@ -28,8 +30,7 @@ from dataset.raw_common import (
 from utils.errors import UserError
 
 INFO = DATASETS["nuswide"]
-CONCEPTS = ("animal", "beach", "buildings", "clouds", "flowers", "grass", "lake", "mountain", "ocean", "person",
-            "plants", "reflection", "road", "rocks", "sky", "snow", "sunset", "tree", "vehicle", "water", "window")
+CONCEPTS = INFO.class_names  # the 21 label columns, alphabetical
 EMPTY_TAGS = "123456"  # the reference generators' placeholder for an image without tags
 
 
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="apply the reference's not-used-id.txt instead of the 'at least one of the 21 concepts' "
                              "rule (ids are row numbers + 2)")
     args = parser.parse_args(argv)
+    save_dir = output_folder(args.save_dir)
     root = require_dir(Path(args.root), "NUS-WIDE folder", "pass the folder of the unzipped download")
     image_dir = Path(args.image_dir) if args.image_dir else root / "Flickr"
     require_dir(image_dir, "NUS-WIDE image folder", "pass --image-dir, the folder holding the images' sub-folders")
@@ -104,14 +106,14 @@ def main(argv: list[str] | None = None) -> None:
         summary.warnings[f"no tags, caption set to the placeholder {EMPTY_TAGS}"] += int(empty.sum())
     rows = np.flatnonzero(keep)
     paths = [str(image_dir / images[i]) for i in rows]
-    usable = filter_images(paths, args.verify, args.strict, summary)
+    usable = filter_images(paths, args.verify, args.strict, summary, args.workers)
     rows = rows[usable]
     if not len(rows):
         raise UserError(f"no usable NUS-WIDE pairs (images expected under {image_dir})")
     captions = [captions[i] for i in rows]
     save_dir = Path(args.save_dir)
-    write_output(save_dir, [str(image_dir / images[i]) for i in rows], captions, labels[rows], args.family,
-                 args.absolute_paths, "txt", np.int8)
+    write_output(save_dir, [str(image_dir / images[i]) for i in rows], captions, labels[rows], CONCEPTS,
+                 args.family, args.absolute_paths, "txt", np.int8)
     print(summary.report(captions, labels[rows], CONCEPTS, save_dir))
 
 

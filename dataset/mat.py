@@ -8,7 +8,8 @@ Both on-disk families are accepted (see docs/datasets.md):
 * "label" family (MITH / CMCL generators): labels under `label`, one caption string per item.
 
 Everything is normalised to :class:`PairTable`: stripped image paths, a list of >= 1 caption
-strings per item and a float32 0/1 label matrix.
+strings per item and a float32 0/1 label matrix. A `classes.txt` beside the label file (one name per
+line, in label-column order; our generators write it) gives the class names.
 """
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ import numpy as np
 import scipy.io as sio
 
 from utils.errors import UserError
+from utils.text_files import read_utf8
 
 INDEX_KEYS = ("index", "imgs", "FAll")
 CAPTION_KEYS = ("caption", "tags", "YAll")
 LABEL_KEYS = ("category", "label", "LAll", "labels")
 CAPTION_FILES = ("caption.mat", "caption.txt")
+CLASS_FILE = "classes.txt"
 
 
 @dataclass
@@ -36,6 +39,7 @@ class PairTable:
     paths: list[str]
     captions: list[list[str]]
     labels: np.ndarray  # float32 (N, C), values 0/1
+    class_names: tuple[str, ...] | None = None  # one per label column, where known
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -82,8 +86,7 @@ def read_captions(path: Path) -> list[list[str]]:
     if path.suffix == ".txt":
         if not path.is_file():
             raise UserError(f"caption file not found: {path} (prepare the dataset, see docs/datasets.md)")
-        with open(path, encoding="utf-8") as handle:
-            return [[line.strip()] for line in handle.read().splitlines()]
+        return [[line.strip()] for line in read_utf8(path, "caption file").splitlines()]
     arr = _loadmat(path, CAPTION_KEYS, "caption")
     if arr.dtype == object:  # ragged cell row (1, N) or column: one cell per item
         return [_strings(item) for item in arr.reshape(-1)]
@@ -103,6 +106,20 @@ def read_labels(path: Path) -> np.ndarray:
     if not np.isin(labels, (0.0, 1.0)).all():
         raise UserError(f"{path}: labels must be 0/1 multi-hot, found other values")
     return labels
+
+
+def read_class_names(path: Path, num_classes: int) -> tuple[str, ...]:
+    """The names of a classes.txt (one per line, in label-column order), checked against the label columns."""
+    with open(path, encoding="utf-8") as handle:
+        names = [line.strip() for line in handle.read().splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if len(names) != num_classes:
+        raise UserError(f"{path} lists {len(names)} class names but the label file has {num_classes} columns (one "
+                        "name per line, in label-column order; fix or delete it)")
+    if not all(names):
+        raise UserError(f"{path}, line {names.index('') + 1}: empty class name (one name per line; fix or delete it)")
+    return tuple(names)
 
 
 def find_caption_file(data_dir: Path) -> Path:
@@ -139,7 +156,8 @@ def load_pair_table(
     """Load and cross-check the three files of a prepared dataset.
 
     Relative image paths are resolved against `data_dir`; explicit file arguments override
-    the default names (`index.mat`, `caption.mat` or `caption.txt`, `label.mat`).
+    the default names (`index.mat`, `caption.mat` or `caption.txt`, `label.mat`). Class names are
+    read from a `classes.txt` in the label file's folder, if there is one.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir() and not (index_file and caption_file and label_file):
@@ -162,7 +180,9 @@ def load_pair_table(
     if data_root:
         paths = remap_root(paths, data_root)
     paths = [p if os.path.isabs(p) else os.path.normpath(data_dir / p) for p in paths]
-    return PairTable(paths=paths, captions=captions, labels=labels)
+    class_path = label_path.parent / CLASS_FILE
+    class_names = read_class_names(class_path, labels.shape[1]) if class_path.is_file() else None
+    return PairTable(paths=paths, captions=captions, labels=labels, class_names=class_names)
 
 
 def _savemat_to(path: Path, variables: dict) -> None:
@@ -178,8 +198,10 @@ def write_pair_table(
     label_key: str = "category",
     caption_layout: str = "cells",
     label_dtype: str | np.dtype = np.float32,
+    class_names: Sequence[str] | None = None,
 ) -> None:
-    """Write index.mat, caption.mat (or caption.txt) and label.mat: all three appear whole, or none changes.
+    """Write index.mat, caption.mat (or caption.txt), label.mat and, given `class_names`, classes.txt: all
+    appear whole, or none changes (a classes.txt of earlier files is removed when no names are given).
 
     `caption_layout` picks the on-disk form of the captions, all read by :func:`read_captions`
     and by the reference repos' readers of that family:
@@ -190,6 +212,8 @@ def write_pair_table(
     """
     if not (len(paths) == len(captions) == len(labels)):
         raise ValueError(f"lengths differ: {len(paths)} paths, {len(captions)} captions, {len(labels)} labels")
+    if class_names is not None and len(class_names) != np.shape(labels)[1]:
+        raise ValueError(f"{len(class_names)} class names for {np.shape(labels)[1]} label columns")
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)
     first = [caps[0].replace("\n", " ") if caps else "" for caps in captions]
@@ -217,11 +241,13 @@ def write_pair_table(
             raise ValueError(f"unknown caption_layout {caption_layout!r}")
         _savemat_to(stage("index.mat"), {"index": np.array(list(paths))})
         _savemat_to(stage("label.mat"), {label_key: np.asarray(labels).astype(label_dtype)})
+        if class_names is not None:
+            stage(CLASS_FILE).write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
-    for other in ("caption.mat", "caption.txt"):  # a stale caption file of the other form would shadow ours
+    for other in (*CAPTION_FILES, CLASS_FILE):  # stale files of earlier data would shadow or misname ours
         if other not in {final.name for _, final in staged}:
             (save_dir / other).unlink(missing_ok=True)
     mode = _default_file_mode()

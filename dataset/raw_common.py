@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -19,6 +22,7 @@ from utils.config import OneLineParser
 from utils.errors import UserError
 
 VERIFY_MODES = ("none", "header", "full")
+CHECK_CHUNK = 64  # images per task of the decoding processes
 FAMILIES = ("category", "label")
 
 
@@ -30,8 +34,11 @@ def generator_parser(prog: str, description: str, info: DatasetInfo) -> argparse
                         help="on-disk family: category (DCHMT/QinLab files) or label (MITH/CMCL files)")
     parser.add_argument("--absolute-paths", action="store_true",
                         help="write absolute image paths (default: relative to --save-dir, so the data can move)")
-    parser.add_argument("--verify", choices=VERIFY_MODES, default="header",
-                        help="image check: none, header (open + verify, fast) or full (decode every image)")
+    parser.add_argument("--verify", choices=VERIFY_MODES, default="full",
+                        help="image check: full (decode every image, finds truncated files; the default), header "
+                             "(open and verify the header only: fast, misses truncated files) or none")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help="processes decoding images for the check (default: the CPU cores available)")
     parser.add_argument("--strict", action="store_true",
                         help="stop at a missing or unreadable image instead of dropping the pair")
     return parser
@@ -45,6 +52,29 @@ def run_generator(main: Callable[[list[str] | None], None], argv: list[str] | No
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def default_workers() -> int:
+    """The CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def output_folder(path: str) -> Path:
+    """`--save-dir` checked before any work: a folder, or a path where one can be created."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--save-dir {folder} is a file; pass a folder for the three .mat files")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--save-dir {folder} cannot be created: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--save-dir {folder} cannot be written: no write permission in {existing}")
+    return folder
 
 
 def require_file(path: Path, what: str, fix: str) -> Path:
@@ -108,11 +138,23 @@ class Summary:
         return "\n".join(lines)
 
 
-def filter_images(paths: Sequence[str], mode: str, strict: bool, summary: Summary) -> np.ndarray:
+def image_problems(paths: Sequence[str], mode: str, workers: int = 1) -> list[str | None]:
+    """:func:`image_problem` of every path, in order, with a progress bar; `workers` > 1 decodes in processes."""
+    check = partial(image_problem, mode=mode)
+    bar = partial(tqdm, desc="checking images" if mode == "none" else f"checking images ({mode})", unit="img",
+                  total=len(paths), disable=None)
+    if workers <= 1 or len(paths) < 4 * CHECK_CHUNK:
+        return list(bar(map(check, paths)))
+    methods = multiprocessing.get_all_start_methods()  # forkserver: children free of the parent's threads
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    with ProcessPoolExecutor(min(workers, len(paths) // CHECK_CHUNK), mp_context=context) as pool:
+        return list(bar(pool.map(check, paths, chunksize=CHECK_CHUNK)))
+
+
+def filter_images(paths: Sequence[str], mode: str, strict: bool, summary: Summary, workers: int = 1) -> np.ndarray:
     """Boolean mask of the usable images (progress bar); dropped ones are counted in the summary."""
     keep = np.ones(len(paths), dtype=bool)
-    for i, path in enumerate(tqdm(paths, desc="checking images", unit="img", disable=None)):
-        problem = image_problem(path, mode)
+    for i, (path, problem) in enumerate(zip(paths, image_problems(paths, mode, workers))):
         if problem:
             if strict:
                 raise UserError(f"{problem}: {path} (fix the download, or drop --strict to skip such pairs)")
@@ -122,17 +164,21 @@ def filter_images(paths: Sequence[str], mode: str, strict: bool, summary: Summar
 
 
 def write_output(save_dir: Path, image_paths: Sequence[str], captions: Sequence[Sequence[str]], labels: np.ndarray,
-                 family: str, absolute: bool, category_layout: str, label_dtype) -> None:
-    """Write the three files: category family with `category_layout` captions, label family with one caption each."""
-    save_dir.mkdir(parents=True, exist_ok=True)
+                 class_names: Sequence[str], family: str, absolute: bool, category_layout: str, label_dtype) -> None:
+    """Write the three files and classes.txt: category family with `category_layout` captions, label family with
+    one caption each."""
+    try:
+        save_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --save-dir {save_dir}: {exc.strerror}") from None
     base = save_dir.resolve()
     stored = [str(Path(p).resolve()) if absolute else os.path.relpath(Path(p).resolve(), base) for p in image_paths]
     if family == "category":
         write_pair_table(save_dir, stored, captions, labels, label_key="category", caption_layout=category_layout,
-                         label_dtype=label_dtype)
+                         label_dtype=label_dtype, class_names=class_names)
     else:
         write_pair_table(save_dir, stored, captions, labels, label_key="label", caption_layout="flat",
-                         label_dtype=np.float32)
+                         label_dtype=np.float32, class_names=class_names)
 
 
 def read_lines(path: Path) -> list[str]:

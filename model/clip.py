@@ -29,9 +29,11 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg, build_model_from_openai_state_dict
 from torch import nn
 
-from dataset.text import EOT_ID, padding_mask
 from model.patch_embed import as_linear_patch_embed, is_patchify
+from model.torchscript import read_torchscript_state_dict
+from utils.checkpoint import is_torchscript_archive, refused_global
 from utils.errors import UserError
+from utils.text import EOT_ID, padding_mask
 
 # Entries of OpenAI's TorchScript state dict that are not parameters.
 _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
@@ -192,13 +194,19 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def _load_torch_file(path: Path) -> dict[str, torch.Tensor]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.jit is deprecated; OpenAI ships TorchScript archives
-        try:
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        except RuntimeError:
-            pass
-    state = torch.load(str(path), map_location="cpu", weights_only=True)
+    """A TorchScript archive's weights (read as data, model.torchscript) or a plain state dict (weights_only)."""
+    if is_torchscript_archive(path):
+        return read_torchscript_state_dict(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        refused = refused_global(exc)
+        if refused is None:
+            raise
+        raise UserError(f"{path} holds objects other than tensors and plain values ({refused}), which are never "
+                        f"loaded because unpickling them can run code; {CLIP_HELP}") from None
     if not isinstance(state, dict):
         raise UserError(f"{path} holds a {type(state).__name__}, not a state dict")
     return state

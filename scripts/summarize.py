@@ -25,10 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from utils.errors import UserError  # noqa: E402
+from utils.metrics import DIRECTION_LABELS  # noqa: E402
 from utils.published import Published, load_published  # noqa: E402
 from utils.run_results import SELECTIONS, Cell, Collection, Stat, collect, differing_settings  # noqa: E402
 
-DIRECTIONS = (("i2t", "I->T"), ("t2i", "T->I"))
+# the two cross-modal directions the tables show, with their labels
+TABLE_DIRECTIONS = tuple((d, DIRECTION_LABELS[d]) for d in ("i2t", "t2i"))
 DEFAULT_REPORTED = Path(__file__).resolve().parents[1] / "data" / "reported_results.csv"
 DATASET_ORDER = ("flickr25k", "nuswide", "coco", "demo")
 PER_DIRECTION_MARK, MAP_AT_K_MARK = "‡", "†"
@@ -131,7 +133,7 @@ def build_tables(collection: Collection, published: dict, protocol: str | None) 
         bits = sorted({b for _, b in cells})
         methods = sorted({m for m, _ in cells}, key=str.lower)
         rows: dict[str, dict[tuple[str, int], Entry]] = {m: {} for m in methods}
-        for direction, _ in DIRECTIONS:
+        for direction, _ in TABLE_DIRECTIONS:
             for b in bits:
                 column = []
                 for method in methods:
@@ -177,12 +179,12 @@ def _header_mark(table: Table) -> str:
 def render_markdown(tables: list[Table]) -> str:
     out = []
     for table in tables:
-        header = (["method"] + [f"{label} {b}{_header_mark(table)}" for _, label in DIRECTIONS for b in table.bits]
+        header = (["method"] + [f"{label} {b}{_header_mark(table)}" for _, label in TABLE_DIRECTIONS for b in table.bits]
                   + ["epochs", "seeds"])
         out += [f"### {table.dataset}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for method, row in table.rows.items():
             cells = [_entry_text(row[(d, b)], table, ("**", "**"), ("_", "_"), " ± ")
-                     for d, _ in DIRECTIONS for b in table.bits]
+                     for d, _ in TABLE_DIRECTIONS for b in table.bits]
             out.append("| " + " | ".join([method, *cells, table.epochs(method), table.seeds(method)]) + " |")
         out.append("")
         note = table.settings_note()
@@ -194,17 +196,17 @@ def render_markdown(tables: list[Table]) -> str:
 def render_latex(tables: list[Table]) -> str:
     out = []
     for table in tables:
-        arrows = [label.replace("->", r"$\to$") for _, label in DIRECTIONS]
+        arrows = [label.replace("->", r"$\to$") for _, label in TABLE_DIRECTIONS]
         mark = r"$^\ddagger$" if table.selection == "per-direction" else ""
         out += [f"% {table.dataset}", r"\begin{tabular}{l" + "c" * (2 * len(table.bits)) + "}", r"\toprule",
                 "Method & " + " & ".join(rf"\multicolumn{{{len(table.bits)}}}{{c}}{{{a}{mark}}}" for a in arrows)
                 + r" \\",
-                " & " + " & ".join(f"{b} bits" for _ in DIRECTIONS for b in table.bits) + r" \\", r"\midrule"]
+                " & " + " & ".join(f"{b} bits" for _ in TABLE_DIRECTIONS for b in table.bits) + r" \\", r"\midrule"]
         for method, row in table.rows.items():
             cells = [_entry_text(row[(d, b)], table, (r"\textbf{", "}"), (r"\underline{", "}"), r" $\pm$ ")
                      .replace(MAP_AT_K_MARK + PER_DIRECTION_MARK, r"$^{\dagger\ddagger}$")
                      .replace(MAP_AT_K_MARK, r"$^\dagger$").replace(PER_DIRECTION_MARK, r"$^\ddagger$")
-                     for d, _ in DIRECTIONS for b in table.bits]
+                     for d, _ in TABLE_DIRECTIONS for b in table.bits]
             out.append(f"{method} & " + " & ".join(cells) + r" \\")
         out += [r"\bottomrule", r"\end{tabular}"]
         out += [f"% {method}: epochs {table.epochs(method)}, seeds {table.seeds(method)}" for method in table.rows]
@@ -223,7 +225,7 @@ def render_csv(tables: list[Table]) -> str:
                      "published_source", "ours_compared", "compared_selection", "compared_metric", "difference"])
     for table in tables:
         for method, row in table.rows.items():
-            for direction, _ in DIRECTIONS:
+            for direction, _ in TABLE_DIRECTIONS:
                 for b in table.bits:
                     entry, cell = row[(direction, b)], table.cells.get((method, b))
                     ours, published = entry.ours, entry.published

@@ -8,10 +8,11 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
-from dataset.text import CaptionTokenizer, padding_mask
-from model.clip import build_backbone, build_tiny_clip, convert_checkpoint, load_clip
+from model.clip import build_backbone, build_tiny_clip, convert_checkpoint, load_clip, read_clip_state_dict
 from model.clip import main as clip_main
+from model.torchscript import read_torchscript_state_dict
 from utils.errors import UserError
+from utils.text import CaptionTokenizer, padding_mask
 
 
 def tiny_vit_clip() -> nn.Module:
@@ -78,6 +79,58 @@ def test_torchscript_archive_has_the_extra_openai_entries(checkpoints):
         warnings.simplefilter("ignore")
         keys = torch.jit.load(str(checkpoints / "ViT-tiny.pt")).state_dict().keys()
     assert {"input_resolution", "context_length", "vocab_size"} <= set(keys)
+
+
+class ScriptedParts(nn.Module):
+    """What a scripted archive holds besides parameters: buffers, an fp16 parameter, a plain tensor attribute
+    (not part of the state dict), a missing bias, module containers and plain values."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, bias=False)
+        self.norm = nn.BatchNorm2d(4)
+        self.blocks = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 4)])
+        self.scale = nn.Parameter(torch.randn(4).half())
+        self.attn_mask = torch.full((2, 2), float("-inf")).triu(1)
+        self.sizes = {"a": 1}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.conv(x)).mean((2, 3))
+        for block in self.blocks:
+            x = block(x)
+        return x * self.scale.float() + self.attn_mask.sum() + self.sizes["a"]
+
+
+@pytest.mark.parametrize("export", ["script", "trace"])
+def test_torchscript_weights_are_read_as_jit_load_reads_them(tmp_path, export):
+    torch.manual_seed(0)
+    module = ScriptedParts()
+    module(torch.randn(2, 3, 6, 6))  # moves the BatchNorm buffers off their initial values
+    path = tmp_path / "archive.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exported = torch.jit.script(module) if export == "script" else torch.jit.trace(module, torch.ones(1, 3, 6, 6))
+        exported.save(str(path))
+        expected = torch.jit.load(str(path)).state_dict()
+    state = read_torchscript_state_dict(path)
+    assert list(state) == list(expected)
+    for key, value in expected.items():
+        assert state[key].dtype == value.dtype and torch.equal(state[key], value), key
+
+
+def test_clip_archive_is_read_without_torchscript(checkpoints, monkeypatch):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = torch.jit.load(str(checkpoints / "ViT-tiny.pt")).state_dict()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("torch.jit.load runs the archive's code")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    state = read_clip_state_dict(checkpoints / "ViT-tiny.pt")
+    assert set(state) == set(expected) - {"input_resolution", "context_length", "vocab_size"}
+    assert all(torch.equal(state[key], expected[key]) for key in state)
+    load_clip(checkpoints / "ViT-tiny.pt")
 
 
 def test_fp16_state_dict_loads_as_fp32(checkpoints):

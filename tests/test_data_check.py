@@ -77,3 +77,37 @@ def test_options_skip_checks(tmp_path):
     plant(folder, "missing image")
     assert check(folder, "--allow-empty-labels", "--no-images").returncode == 0
     assert check(tmp_path / "absent").returncode == 2
+
+
+def photo_jpeg(rng: np.random.Generator, width: int = 160, height: int = 120) -> bytes:
+    """A photo-like JPEG: smooth gradients plus noise, so its scan data is most of the file."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
+    pixels = np.clip(base + rng.normal(0, 20, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_an_image_cut_after_its_header_is_found_by_the_default_check(tmp_path):
+    folder = make_dataset(tmp_path / "d")
+    jpeg = photo_jpeg(np.random.default_rng(1))
+    (folder / "images" / "4.jpg").write_bytes(jpeg[: len(jpeg) * 3 // 5])  # header intact, scan cut short
+    done = check(folder)
+    assert done.returncode == 2 and "1 of 12 items have a unreadable image: row 4" in done.stderr, done.stderr
+    assert check(folder, "--quick").returncode == 0  # a header check cannot see it
+
+
+def test_parallel_image_check_equals_the_serial_one(tmp_path):
+    from dataset.raw_common import CHECK_CHUNK, image_problems
+
+    jpeg = photo_jpeg(np.random.default_rng(2), 32, 24)
+    paths = []
+    for i in range(4 * CHECK_CHUNK + 5):
+        path = tmp_path / f"{i}.jpg"
+        path.write_bytes(jpeg[: len(jpeg) // 2] if i in (7, 200) else jpeg)
+        paths.append(str(path))
+    paths.append(str(tmp_path / "absent.jpg"))
+    serial = image_problems(paths, "full", workers=1)
+    assert image_problems(paths, "full", workers=2) == serial
+    assert [i for i, p in enumerate(serial) if p] == [7, 200, len(paths) - 1]

@@ -90,3 +90,17 @@ def test_training_with_the_cache_gives_the_same_run(tmp_path):
     assert list((data / "cache").glob("*.npy"))
     plain, cached = (json.loads((tmp_path / name / "summary.json").read_text()) for name in ("plain", "cached"))
     assert cached["best"] == pytest.approx(plain["best"], abs=1e-6)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "not an array", "other shape"])
+def test_a_damaged_cache_file_is_one_line(tmp_path, damage):
+    table = make_table(tmp_path / "data")
+    (file,) = attach_image_cache(bundle(table, "flip"), tmp_path / "cache", "flip", SIZE, 0, True, lambda: None, False)
+    content = file.read_bytes()
+    if damage == "other shape":
+        np.save(file, np.zeros((2, SIZE, SIZE, 3), dtype=np.uint8))
+    else:
+        file.write_bytes({"truncated": content[: len(content) // 2], "empty": b"", "not an array": b"x" * 500}[damage])
+    with pytest.raises(UserError, match="image cache .* is damaged .*delete it") as error:
+        attach_image_cache(bundle(table, "flip"), tmp_path / "cache", "flip", SIZE, 0, True, lambda: None, False)
+    assert str(file) in str(error.value) and "\n" not in str(error.value)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dataset.catalog import DATASETS
 from dataset.make_coco import main as make_coco
 from dataset.make_flickr25k import main as make_flickr
 from dataset.make_nuswide import CONCEPTS
@@ -121,6 +122,32 @@ def test_make_coco_drops_and_counts_a_corrupt_image(tmp_path):
     assert strict.returncode == 2 and victim.name in strict.stderr
 
 
+@needs_coco
+def test_make_coco_decodes_every_image_by_default(tmp_path):
+    """A JPEG cut after its header passes a header check; the default full decode drops it before training."""
+    raw = tmp_path / "raw"
+    shutil.copytree(COCO, raw)
+    victim = sorted((raw / "train2017").glob("*.jpg"))[1]
+    content = victim.read_bytes()
+    victim.write_bytes(content[: len(content) * 3 // 5])
+    done = run_module("dataset.make_coco", "--coco-dir", raw, "--save-dir", tmp_path / "out")
+    assert done.returncode == 0 and "dropped 1: unreadable image" in done.stdout, done.stdout + done.stderr
+    assert len(load_pair_table(tmp_path / "out")) == 79
+
+
+@needs_coco
+@pytest.mark.parametrize("save_dir", ["file", "below_a_file"])
+def test_make_coco_save_dir_that_cannot_be_a_folder_is_one_line(tmp_path, capsys, save_dir):
+    from dataset.raw_common import run_generator
+
+    (tmp_path / "file").write_text("keep me")
+    target = tmp_path / "file" if save_dir == "file" else tmp_path / "file" / "coco"
+    assert run_generator(make_coco, ["--coco-dir", str(COCO), "--save-dir", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --save-dir") and "file" in err[0]
+    assert (tmp_path / "file").read_text() == "keep me"
+
+
 # ------------------------------------------------------------------------------------------- MIRFlickr
 CONCEPT_NAMES = ("animals", "baby", "bird", "car", "clouds", "dog", "female", "flower", "food", "indoor", "lake",
                  "male", "night", "people", "plant_life", "portrait", "river", "sea", "sky", "structures", "sunset",
@@ -163,6 +190,7 @@ def test_make_flickr25k_keeps_the_20015_labelled_pairs(mirflickr_raw, tmp_path):
     table = load_pair_table(tmp_path / "flickr")
     assert len(table) == 20015 == len(ids)
     assert np.array_equal(table.labels, labels)  # numeric id order = the release's row order
+    assert table.class_names == CONCEPT_NAMES == DATASETS["flickr25k"].class_names
     assert [Path(p).name for p in table.paths] == [f"im{i}.jpg" for i in ids]
     assert [c[0] for c in table.captions] == [t.replace(",", " ") for t in tags]
 
@@ -196,7 +224,7 @@ def test_make_flickr25k_small_layout_variants_and_errors(tmp_path):
     assert done.returncode == 0, done.stderr
     table = load_pair_table(tmp_path / "out")
     assert [Path(p).name for p in table.paths] == ["im1.jpg", "im2.jpg"]
-    assert table.labels.tolist() == [[0, 1], [1, 1]]  # columns: dog, sky
+    assert table.labels.tolist() == [[0, 1], [1, 1]] and table.class_names == ("dog", "sky")
     assert table.captions == [["sky blue"], [""]]
     for text in ("dropped 1: unreadable image", "dropped 1: image in none of the 2 concept lists",
                  "no tags, caption left empty"):
@@ -235,6 +263,7 @@ def test_make_nuswide_fixture(tmp_path):
     table = load_pair_table(tmp_path / "nus")
     kept = np.flatnonzero(labels.sum(1) > 0)
     assert len(table) == len(kept) and np.array_equal(table.labels, labels[kept])
+    assert table.class_names == CONCEPTS == DATASETS["nuswide"].class_names
     expected = [" ".join(tags[i].split()[1:]) or "123456" for i in kept]
     assert [c[0] for c in table.captions] == expected
     assert (tmp_path / "nus" / "caption.txt").is_file() and all(Path(p).is_file() for p in table.paths)

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import scipy.io as sio
+import torch
 
 import main
 from dataset.demo import generate_demo
@@ -32,6 +33,8 @@ def test_method_trains_and_writes_outputs(method, small_demo, tmp_path):
     for name in ("config.yaml", "train.log", "metrics.jsonl", "codes.mat", "pr_curve.png", "best.pt"):
         assert (run_dir / name).is_file(), name
     assert not (run_dir / "last.pt").exists()
+    # loads without unpickling code; last.pt, written every epoch, passed save_checkpoint's weights_only check
+    torch.load(run_dir / "best.pt", weights_only=True)
     assert set(summary["best"]) == {"i2t", "t2i", "i2i", "t2t"} and summary["best_epoch"] == 1
     codes = sio.loadmat(run_dir / "codes.mat")
     assert codes["q_img"].shape[0] == 16 and codes["r_img"].shape[0] == 96 - 16

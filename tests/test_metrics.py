@@ -260,7 +260,7 @@ def test_cli_json_and_table(tmp_path):
 
 
 @pytest.mark.parametrize("problem, message", [("missing", "not found"), ("key", "lacks r_txt"),
-                                              ("shape", "differ")])
+                                              ("shape", "differ"), ("strings", "r_l (<U")])
 def test_cli_bad_input_is_one_line_exit_2(tmp_path, problem, message):
     path = tmp_path / "codes.mat"
     if problem == "key":
@@ -269,6 +269,8 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, problem, message):
         sio.savemat(path, arrays)
     elif problem == "shape":
         write_codes(path, q_txt=np.ones((3, 16)))
+    elif problem == "strings":
+        write_codes(path, r_l=np.array(["dog", "cat"]))
     done = run_cli(path)
     assert done.returncode == 2
     assert message in done.stderr and "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1

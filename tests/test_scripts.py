@@ -12,7 +12,6 @@ import scipy.io as sio
 import yaml
 
 from dataset.demo import generate_demo
-from train.config import BaseConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -274,8 +273,6 @@ def test_sweep_runs_the_grid_resumes_and_stops_on_failure(small_demo, tmp_path):
     assert sweep("x", "--bits", "sixteen").returncode == 2
 
 
-@pytest.mark.skipif("train_seed" not in BaseConfig.__dataclass_fields__,
-                    reason="needs main.py --train-seed (issue 17): remove this mark once it exists")
 def test_a_seed_sweep_trains_differently_on_one_split(small_demo, tmp_path, capsys):
     extra = ["--", "--data-dir", str(small_demo), "--query-num", "16", "--train-num", "48", "--epochs", "1",
              "--batch-size", "16", "--no-progress"]
@@ -289,7 +286,7 @@ def test_a_seed_sweep_trains_differently_on_one_split(small_demo, tmp_path, caps
     assert all((codes[0][key] == codes[1][key]).all() for key in ("q_l", "r_l"))  # one split
     assert (codes[0]["q_img"] != codes[1]["q_img"]).any()  # two trainings
     assert summarize.main([str(tmp_path / "r"), "--no-reported"]) == 0
-    row = table_rows(capsys.readouterr().out)["_template"]
+    row = table_rows(capsys.readouterr().out)["Template"]  # the method's name (summary.json), not its folder
     assert " ± " in row and "| 1 | 1,2 (n=2) |" in row
 
 

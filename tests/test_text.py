@@ -2,7 +2,7 @@
 import open_clip
 import torch
 
-from dataset.text import CaptionTokenizer
+from utils.text import CaptionTokenizer
 
 CAPTIONS = ["a red circle and a blue star", "fish &amp; chips", "a red circle and a blue star", "", "café"]
 

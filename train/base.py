@@ -28,6 +28,7 @@ stub backbone without data through `train.testing.build_trainer`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import asdict
 from datetime import datetime
@@ -40,6 +41,7 @@ from torch import nn
 from dataset.builder import DataBundle, build_datasets, load_table, resolve_split_sizes
 from dataset.catalog import resolve_dataset
 from dataset.image_cache import attach_image_cache
+from dataset.label_noise import LabelNoise
 from dataset.transforms import normalize_uint8
 from model.clip import build_backbone
 from model.heads import DualHashModel, LinearTanhHead
@@ -59,6 +61,8 @@ from utils.plots import plot_pr_curves
 from utils.seed import rng_state, seed_everything, set_rng_state
 
 DISTRIBUTED_MODES = ("exact", "local", "unsupported")
+# what --resume reads from a last.pt besides the model
+RESUME_ENTRIES = ("optimizers", "scaler", "rng", "extra", "epochs_done", "global_step", "history")
 
 
 class _StepModule(nn.Module):
@@ -182,6 +186,14 @@ class HashTrainer:
         primary = results[self.primary_code_set]
         return primary["i2t"]["mAP"] + primary["t2i"]["mAP"]
 
+    def should_stop(self) -> bool:
+        """Called after each evaluation (main process; the answer reaches every process): end training early.
+
+        Default: `--patience N` evaluations in a row without a new best by `selection_score`.
+        """
+        patience = self.cfg.patience
+        return patience > 0 and self.history.evaluations_since(self.history.best["epoch"]) >= patience
+
     def extra_state(self) -> dict[str, Any]:
         """Method state that is neither in the model, the criterion nor an optimizer (checkpointed)."""
         return {}
@@ -197,6 +209,12 @@ class HashTrainer:
         of one process holding the whole --batch-size (tests/test_distributed.py).
         """
         return self.dist.gather_batch(*tensors)
+
+    def global_batch_of(self, outputs: Any) -> Any:
+        """`global_batch` for a structure of tensors (a dataclass, dict, tuple or list), returned in that structure."""
+        if not self.dist.enabled:
+            return outputs
+        return map_tensors(outputs, lambda tensor: self.dist.gather_batch(tensor)[0])
 
     def step_generator(self, stream: int = 0) -> torch.Generator:
         """A generator on the training device seeded from the training seed, the global step and `stream`.
@@ -280,7 +298,8 @@ class HashTrainer:
         seed_everything(cfg.train_seed + dist.rank)
         backbone = build_backbone(cfg.backbone, cfg.clip_path, cfg.max_words)
         self.data: DataBundle = build_datasets(table, self.split_sizes, backbone.image_size, cfg.max_words,
-                                               cfg.train_transform, cfg.eval_caption)
+                                               cfg.train_transform, cfg.eval_caption,
+                                               LabelNoise(cfg.label_noise, cfg.label_noise_mode, cfg.label_noise_seed))
         self.num_workers = worker_count(cfg.num_workers)
         if cfg.image_cache:
             folder = Path(cfg.cache_dir or Path(cfg.data_dir or self.dataset_info.default_dir) / "cache")
@@ -387,12 +406,6 @@ class HashTrainer:
             raise UserError(f"{source} does not fit this model ({str(exc).splitlines()[0]}); was it trained with "
                             "another method, --output-dim or --backbone?") from None
 
-    def _read_checkpoint(self, path: str) -> dict[str, Any]:
-        payload = load_checkpoint(path)
-        if not isinstance(payload.get("model"), dict):
-            raise UserError(f"{path} holds no model weights (no 'model' entry); is it a best.pt / last.pt of a run?")
-        return payload
-
     def _check_same_run_kind(self, payload: dict[str, Any], path: str, purpose: str) -> None:
         """The checkpoint's method and code length must be this run's (for --test and --resume)."""
         if payload.get("method") != self.name:
@@ -405,9 +418,13 @@ class HashTrainer:
 
     def resume_from(self, path: str) -> None:
         """Restore model, criterion, optimizers (with their schedule position), RNG and bookkeeping."""
-        payload = self._read_checkpoint(path)
+        payload = load_checkpoint(path)
         if "optimizers" not in payload:
             raise UserError(f"{path} holds no optimizer state (a best.pt?); resume from the run's last.pt")
+        missing = [key for key in RESUME_ENTRIES if key not in payload]
+        if missing:
+            raise UserError(f"{path} is a damaged checkpoint (no {', '.join(missing)} entry); resume from another "
+                            "last.pt")
         self._check_same_run_kind(payload, path, "resume it")
         self._load_modules_state(payload, str(path))
         self.optimization.load_state_dict(payload)
@@ -419,7 +436,7 @@ class HashTrainer:
 
     def load_weights_for_test(self, path: str) -> int:
         """Model (and criterion) weights of a checkpoint of this method and code length; returns its epochs."""
-        payload = self._read_checkpoint(path)
+        payload = load_checkpoint(path)
         self._check_same_run_kind(payload, path, "evaluate it")
         self._load_modules_state(payload, str(path))
         self.load_extra_state(payload.get("extra", {}))
@@ -428,7 +445,7 @@ class HashTrainer:
     def load_pretrained(self, path: str) -> None:
         """Start training from a checkpoint, possibly of another method: every tensor whose name and shape fit
         is loaded; the log says which parts were loaded and which were not."""
-        payload = self._read_checkpoint(path)
+        payload = load_checkpoint(path)
         targets = {"model": self.model}
         if isinstance(self.criterion, nn.Module):
             targets["criterion"] = self.criterion
@@ -498,12 +515,15 @@ class HashTrainer:
         best, last, primary = self.history.best["results"], self.history.last, self.primary_code_set
         summary = {"method": self.name, "dataset": self.dataset_info.name, "bits": self.cfg.output_dim,
                    "code_set": primary, "best": map_table(best, primary), "last": map_table(last, primary),
-                   "best_epoch": self.history.best["epoch"], "best_per_direction": self.history.per_direction,
+                   "best_epoch": self.history.best["epoch"],
+                   "best_per_direction": self.history.per_direction.get(primary, {}),
                    "epochs": self.epochs_done, "seed": self.cfg.seed, "train_seed": self.cfg.train_seed,
-                   "label_noise": getattr(self.cfg, "label_noise", 0.0), "chance_mAP": chance,
+                   "label_noise": self.cfg.label_noise,
+                   "label_noise_mode": self.cfg.label_noise_mode, "chance_mAP": chance,
                    "best_details": best[primary], "last_details": last[primary]}
         if len(best) > 1:
             summary["code_sets"] = {name: {"best": map_table(best, name), "last": map_table(last, name),
+                                           "best_per_direction": self.history.per_direction.get(name, {}),
                                            "best_details": best[name], "last_details": last[name]}
                                     for name in best}
         return summary
@@ -517,6 +537,20 @@ class HashTrainer:
                 f"{self.split_sizes.seed}, training seed {self.cfg.train_seed}); {self.cfg.backbone} backbone, "
                 f"{params / 1e6:.1f} M parameters, {self.cfg.output_dim} bits, {self.steps_per_epoch} steps/epoch "
                 f"on {self.device}{f' x {self.dist.world_size} processes' if self.dist.enabled else ''}")
+
+
+def map_tensors(value: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`value` with `fn` applied to every tensor inside it (dataclasses, dicts, tuples and lists are walked)."""
+    if torch.is_tensor(value):
+        return fn(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: map_tensors(getattr(value, f.name), fn)
+                                             for f in dataclasses.fields(value) if f.init})
+    if isinstance(value, dict):
+        return {key: map_tensors(item, fn) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(map_tensors(item, fn) for item in value)
+    return value
 
 
 def _summarise_names(names: list[str], shown: int = 3) -> str:

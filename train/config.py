@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dataset.catalog import PROTOCOLS
+from dataset.label_noise import NOISE_MODES
 from dataset.pairs import CAPTION_CHOICES
 from dataset.transforms import TRAIN_TRANSFORMS
 from model.clip import BACKBONES
@@ -46,6 +47,12 @@ class BaseConfig(ConfigBase):
     image_cache: bool = option(False, "keep decoded, resized images in a uint8 memory-mapped file (built on first "
                                       "use, reused by later runs; docs/performance.md)")
     cache_dir: str | None = option(None, "folder of the image cache (default <data-dir>/cache)")
+    label_noise: float = option(0.0, "fraction of the training items whose labels are corrupted, each losing one "
+                                     "class and gaining an absent one (RSH's noise model, docs/label-noise.md); "
+                                     "query and database labels stay clean")
+    label_noise_mode: str = option("fixed", "fixed: the noisy labels are drawn once, for the whole run; batch: "
+                                            "drawn afresh for every batch (RSH's training loop)", choices=NOISE_MODES)
+    label_noise_seed: int | None = option(None, "seed of the fixed label noise (default: the split seed)")
     # --- model
     backbone: str = option("ViT-B-32", "ViT-B-32 (weights from --clip-path), ViT-B-32-random (same architecture, random "
                                        "weights: benchmarks) or tiny (random init toy model)",
@@ -69,6 +76,7 @@ class BaseConfig(ConfigBase):
     # --- evaluation
     eval_every: int = option(1, "evaluate every N epochs (and after the last)", aliases=("--valid-freq",))
     eval_batch_size: int = option(256, "batch size for encoding the query and database sets")
+    patience: int = option(0, "stop when this many evaluations in a row bring no new best (0: train every epoch)")
     map_k: int | None = option(None, "also report mAP@K (first min(K, R) relevant items, the repos' definition)")
     # --- run
     save_dir: str | None = option(None, "run folder (default result/<method>/<dataset>/<bits>/<timestamp>)")
@@ -95,10 +103,11 @@ class BaseConfig(ConfigBase):
         for name in ("query_num", "train_num", "map_k"):
             value = getattr(self, name)
             require(value is None or value >= 1, name, value, "must be at least 1 (or left out for the default)")
-        for name in ("lr", "clip_lr", "weight_decay", "seed", "train_seed", "num_workers"):
+        for name in ("lr", "clip_lr", "weight_decay", "seed", "train_seed", "num_workers", "patience"):
             value = getattr(self, name)
             require(value is None or value >= 0, name, value, "must not be negative")
         require(0 <= self.warmup_proportion < 1, "warmup_proportion", self.warmup_proportion, "must lie in [0, 1)")
         require(0 <= self.head_dropout < 1, "head_dropout", self.head_dropout, "must lie in [0, 1)")
+        require(0 <= self.label_noise <= 1, "label_noise", self.label_noise, "must lie in [0, 1]")
         require(3 <= self.max_words <= 77, "max_words", self.max_words, "must lie in [3, 77] (CLIP's context length)")
         require(not (self.test and self.resume), "resume", self.resume, "cannot be combined with --test")

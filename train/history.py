@@ -22,32 +22,41 @@ class EvaluationHistory:
         self.per_direction_metrics = per_direction_metrics
         self.best: dict[str, Any] = {"score": -math.inf, "epoch": None, "results": None}
         self.last: Results | None = None
-        self.per_direction: dict[str, dict[str, dict[str, Any]]] = {}
+        self.evaluated_epochs: list[int] = []
+        # code set -> metric -> direction -> {"value", "epoch"}
+        self.per_direction: dict[str, dict[str, dict[str, dict[str, Any]]]] = {}
 
     def add(self, epoch: int, results: Results, score: float) -> bool:
         """Record an evaluation; True when it is the new best by `score`."""
         self.last = results
-        primary = results[self.primary]
-        for metric in self.per_direction_metrics:
-            table = self.per_direction.setdefault(metric, {})
-            for direction in DIRECTIONS:
-                value = primary[direction].get(metric)
-                if value is None:
-                    continue
-                known = table.get(direction)
-                if known is None or value > known["value"]:
-                    table[direction] = {"value": value, "epoch": epoch}
+        self.evaluated_epochs.append(epoch)
+        for code_set, directions in results.items():
+            for metric in self.per_direction_metrics:
+                table = self.per_direction.setdefault(code_set, {}).setdefault(metric, {})
+                for direction in DIRECTIONS:
+                    value = directions[direction].get(metric)
+                    if value is None:
+                        continue
+                    known = table.get(direction)
+                    if known is None or value > known["value"]:
+                        table[direction] = {"value": value, "epoch": epoch}
         if score > self.best["score"]:
             self.best = {"score": score, "epoch": epoch, "results": results}
             return True
         return False
 
+    def evaluations_since(self, epoch: int | None) -> int:
+        """How many evaluations came after `epoch` (all of them for None)."""
+        return sum(1 for e in self.evaluated_epochs if epoch is None or e > epoch)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "last": self.last, "per_direction": self.per_direction}
+        return {"best": self.best, "last": self.last, "per_direction": self.per_direction,
+                "evaluated_epochs": self.evaluated_epochs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.last = state["best"], state["last"]
         self.per_direction = state.get("per_direction", {})
+        self.evaluated_epochs = list(state.get("evaluated_epochs", []))
 
     def progress_line(self, epoch: int, improved: bool) -> str:
         """One log line: this evaluation's mAP per direction and the best so far."""

@@ -27,14 +27,19 @@ def fit(trainer: "HashTrainer") -> None:
             trainer.on_epoch_end(epoch)
             trainer.epochs_done = epoch + 1
             trainer.log.info(f"epoch {epoch + 1}/{cfg.epochs}: " + " ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+            stop = False
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 results, codes = trainer.evaluate()
                 if trainer.dist.is_main:
                     trainer.record_evaluation(epoch + 1, results, codes, logs)
                     if board is not None:
                         board.evaluation(epoch + 1, results)
+                    stop = trainer.should_stop()
             if trainer.dist.is_main:
                 trainer.run_folder.save_checkpoint(trainer.checkpoint_payload(with_optimizers=True), "last.pt")
+            if trainer.dist.global_count(int(stop)):  # the main process's answer, on every process
+                trainer.log.info(f"stopping early after epoch {epoch + 1}: no new best in the last evaluations")
+                break
             trainer.dist.barrier()
         if board is not None:
             board.hparams(trainer.cfg, trainer.history)

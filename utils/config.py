@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import yaml
 
 from utils.errors import UserError
+from utils.text_files import read_utf8
 
 
 def option(default: Any, help: str, choices: tuple | None = None, aliases: tuple[str, ...] = ()) -> Any:
@@ -178,9 +179,7 @@ def load_yaml_mapping(path: str) -> dict[str, Any]:
     if not file.is_file():
         raise UserError(f"config file not found: {path}")
     try:
-        content = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError as exc:
-        raise UserError(f"config file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        content = yaml.safe_load(read_utf8(file, "config file")) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(content, dict):

@@ -33,6 +33,14 @@ class DistContext:
         """This rank's contiguous share of `count` items; shares differ by at most one and nothing repeats."""
         return np.array_split(np.arange(count), self.world_size)[self.rank]
 
+    def global_count(self, count: int) -> int:
+        """The sum of `count` over all processes (e.g. the global batch size of this step)."""
+        if not self.enabled:
+            return count
+        total = torch.tensor([count], device=self.device)
+        dist.all_reduce(total)
+        return int(total.item())
+
     def gather_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Concatenate every rank's rows in rank order, without the padding a plain all_gather would keep."""
         return self.gather_batch(rows)[0]

@@ -8,11 +8,23 @@ from pathlib import Path
 LOGGER_NAME = "hashing"
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is when a record comes (tests and notebooks replace it)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def get_logger() -> logging.Logger:
     """The framework's logger, with a console handler on first use."""
     logger = logging.getLogger(LOGGER_NAME)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        handler = _ConsoleHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)

@@ -493,6 +493,10 @@ def load_codes_file(path: str | Path) -> dict[str, np.ndarray]:
     missing = [k for k in CODE_KEYS if k not in content]
     if missing:
         raise UserError(f"{path} lacks {', '.join(missing)} (a codes file holds {' '.join(CODE_KEYS)})")
+    not_numeric = [k for k in CODE_KEYS if np.asarray(content[k]).dtype.kind not in "biuf"]
+    if not_numeric:
+        kinds = ", ".join(f"{k} ({np.asarray(content[k]).dtype})" for k in not_numeric)
+        raise UserError(f"{path}: {kinds} must be numeric arrays (codes of +-1 or 0/1, labels of 0/1)")
     codes = {k: np.asarray(content[k], dtype=np.float32) for k in CODE_KEYS}
     pairs = (("q_img", "q_txt"), ("r_img", "r_txt"))
     for a, b in pairs:

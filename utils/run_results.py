@@ -24,14 +24,13 @@ from dataset.catalog import DATASETS
 from utils.errors import UserError
 
 SELECTIONS = ("sum", "per-direction")
-DIRECTIONS = ("i2t", "t2i", "i2i", "t2t")
 # config.yaml keys that change neither what a run learns nor how it is scored (paths, workers, devices, logging),
 # and those a table shows on its own (dataset, bits, training seed).
 NOT_SETTINGS = frozenset({
     "dataset", "output_dim", "train_seed", "data_dir", "data_root", "index_file", "caption_file", "label_file",
     "numclass", "cache_dir", "image_cache", "clip_path", "num_workers", "prefetch_factor", "device",
     "eval_batch_size", "map_k", "save_dir", "result_dir", "resume", "test", "pretrained", "keep_last", "save_best",
-    "progress",
+    "progress", "overwrite", "method",
 })
 NOT_SETTINGS_PREFIXES = ("tensorboard",)
 _ABSENT = object()

@@ -89,11 +89,12 @@ class Trainer(HashTrainer):
                         cfg.tau_global)
 
     def training_step(self, batch):
-        out = self.model(batch["image"], batch["text"], batch["text_mask"])
+        out = self.global_batch_of(self.model(batch["image"], batch["text"], batch["text_mask"]))
+        labels, index = self.global_batch(batch["label"], batch["index"])
         with float32_region(device_type=self.device.type):  # likelihoods and InfoNCE in fp32
             out = float_outputs(out)
-            self.criterion.update_banks(batch["index"], out, self.dist.gather_rows)
-            return self.criterion(out, batch["label"], batch["index"])
+            self.criterion.update_banks(index, out)
+            return self.criterion(out, labels, index)
 
     def on_epoch_end(self, epoch: int) -> None:
         self.criterion.refresh_targets()

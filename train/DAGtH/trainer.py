@@ -11,9 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dataset.pairs import PairDataset
-from dataset.text import CaptionTokenizer
-from dataset.transforms import eval_transform
 from train.base import HashTrainer
 from train.common import float32_region
 from train.config import BaseConfig
@@ -99,7 +96,7 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
-        return self.criterion(image, text, batch["label"])
+        return self.criterion(*self.global_batch(image, text, batch["label"]))
 
     def on_epoch_end(self, epoch: int) -> None:
         for term in self.criterion.terms.values():
@@ -109,11 +106,8 @@ class Trainer(HashTrainer):
     @torch.no_grad()
     def training_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous codes of every training pair in eval mode (eval transform, first caption), all processes."""
-        cfg, split = self.cfg, self.data.split
-        dataset = PairDataset(self.data.table, split.train, eval_transform(self.backbone.image_size),
-                              CaptionTokenizer(cfg.max_words), cfg.eval_caption)
         images, texts = [], []
-        for batch in self.evaluator.loader(dataset):
+        for batch in self.evaluator.loader(self.data.train_eval):
             batch = self.to_device(batch)
             with self.autocast():
                 image, text = self.model(batch["image"], batch["text"])

@@ -9,7 +9,11 @@ import pytest
 import torch
 
 from train.common import cosine
+from train.DCGH import Trainer
 from train.DCGH.loss import DCGHLoss, negative_pair_terms, pairwise_term, proxy_terms
+from train.DCGH.trainer import DCGHConfig
+from train.testing import build_trainer, stub_batch
+from utils.errors import UserError
 
 P = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.6, 0.6, 0.5]]
 X = [[0.9, 0.5, -0.2], [-0.1, 0.8, -0.7], [0.3, -0.4, 0.6], [-0.8, 0.1, 0.5]]
@@ -201,3 +205,45 @@ def test_proxy_init_is_tanh_of_kaiming_and_leaves_global_rng_alone():
 def test_needs_two_classes():
     with pytest.raises(ValueError, match="at least 2 classes"):
         DCGHLoss(1, 16)
+
+
+# ------------------------------------------------------------------ the trainer
+def dcgh_trainer(**options):
+    return build_trainer(Trainer, num_classes=4, output_dim=8, **options)
+
+
+def test_proxies_have_their_own_sgd():
+    trainer = dcgh_trainer()
+    bert, sgd = trainer.optimizers
+    proxies = trainer.criterion.proxies
+    assert all(p is not proxies for group in bert.param_groups for p in group["params"])
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["params"] == [proxies]
+    group = sgd.param_groups[0]
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.02, 0.9, 5e-4)
+
+
+@pytest.mark.parametrize("proxy_lr", [0.0, 0.02])
+def test_step_moves_heads_and_only_sgd_moves_proxies(proxy_lr):
+    trainer = dcgh_trainer(proxy_lr=proxy_lr)
+    proxies, head = trainer.criterion.proxies.detach().clone(), trainer.model.image_head.fc.weight.detach().clone()
+    for step in range(2):  # BertAdam's first step has learning rate 0 (warmup)
+        trainer.optimization_step(stub_batch(trainer, seed=step))
+    assert not torch.equal(trainer.model.image_head.fc.weight, head)
+    assert torch.equal(trainer.criterion.proxies, proxies) == (proxy_lr == 0)
+
+
+def test_trainer_loss_is_the_configured_loss():
+    trainer = dcgh_trainer(pair_weight=0.3, negative_weight=2.0, variance_weight=0.5, threshold=0.1)
+    trainer.model.eval()
+    batch = stub_batch(trainer, rows=6)
+    image, text = trainer.model(batch["image"], batch["text"])
+    reference = DCGHLoss(4, 8, threshold=0.1, pair_weight=0.3, negative_weight=2.0, variance_weight=0.5)
+    reference.load_state_dict(trainer.criterion.state_dict())
+    expected = reference(image, text, batch["label"])["loss"]
+    assert trainer.training_step(batch)["loss"].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("option, value", [("threshold", 1.0), ("pair_weight", -1.0), ("proxy_lr", -0.1)])
+def test_config_refuses_bad_values(option, value):
+    with pytest.raises(UserError, match=option.replace("_", "-")):
+        DCGHConfig(**{option: value})

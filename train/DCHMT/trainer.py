@@ -50,9 +50,9 @@ class Trainer(HashTrainer):
                              PairSoftmaxHead(dim, bits, hidden, init=init))
 
     def training_step(self, batch):
-        image, text = self.model(batch["image"], batch["text"])
+        image, text, labels = self.global_batch(*self.model(batch["image"], batch["text"]), batch["label"])
         cfg = self.cfg
-        similarity = label_similarity(batch["label"]).to(batch["label"].dtype)
+        similarity = label_similarity(labels).to(labels.dtype)
         out = similarity_loss(image.flatten(1), text.flatten(1), similarity, cfg.output_dim, cfg.vartheta, cfg.loss_type)
         if cfg.quan_alpha > 0:
             out["quantization"] = (quantization_loss(image) + quantization_loss(text)) / 2

@@ -59,10 +59,10 @@ class Trainer(HashTrainer):
         return [*super().param_groups(), beta]
 
     def training_step(self, batch):
-        image, text = self.model(batch["image"], batch["text"])
-        labels = batch["label"]
-        image_term = self.criterion(image, labels)
-        text_term = self.criterion(text, labels)
-        cross_term = self.criterion(image, labels, text)
+        image, text, labels = self.global_batch(*self.model(batch["image"], batch["text"]), batch["label"])
+        generator = self.step_generator()  # the same sampled negatives on every process
+        image_term = self.criterion(image, labels, generator=generator)
+        text_term = self.criterion(text, labels, generator=generator)
+        cross_term = self.criterion(image, labels, text, generator=generator)
         return {"loss": image_term + text_term + cross_term, "image": image_term, "text": text_term,
                 "cross": cross_term, "beta": self.criterion.beta.detach().mean()}

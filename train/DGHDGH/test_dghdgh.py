@@ -228,6 +228,7 @@ def test_lambda3_rule(running, expected):
 def stub_trainer():
     from train.DGHDGH.trainer import Trainer
 
+    torch.manual_seed(0)
     backbone = StubBackbone(embed_dim=6, image_dim=4, text_dim=3)
     trainer = build_trainer(Trainer, num_classes=3, backbone=backbone, output_dim=8, clip_lr=1e-2)
     trainer.optimization.optimizers[0] = torch.optim.SGD(trainer.model.parameters(), lr=0.1)
@@ -309,3 +310,19 @@ def test_head_init_option_and_demo_default():
             assert head.fc.weight.abs().max() <= bound
             assert (head.fc.bias == 0).all() == (init == "kaiming")
         assert model.image_head.fc.weight.abs().max() > 0.8 * bound
+
+
+def test_optimization_step_goes_through_an_enabled_gradient_scaler():
+    """fp16 training scales every backward and unscales before each clip. With a power-of-two loss scale on fp32
+    arithmetic, scaling and unscaling cancel exactly: a run through an enabled GradScaler must end where the
+    unscaled run ends (an unscaled backward or a skipped step would not), over all four optimizer steps."""
+    plain, scaled = stub_trainer(), stub_trainer()
+    scaled.optimization.scaler = torch.amp.GradScaler("cpu", enabled=True, init_scale=2.0 ** 8)
+    for trainer in (plain, scaled):
+        torch.manual_seed(5)
+        for _ in range(2):
+            trainer.optimization_step(stub_batch())
+    for module in ("model", "criterion"):
+        for a, b in zip(getattr(plain, module).parameters(), getattr(scaled, module).parameters()):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert scaled.scaler.get_scale() == 2.0 ** 8  # no inf/nan step was skipped

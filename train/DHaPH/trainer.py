@@ -46,6 +46,9 @@ class Trainer(HashTrainer):
     paper = ("Deep Hierarchy-aware Proxy Hashing with Self-paced Learning for Cross-modal Retrieval "
              "(IEEE TKDE 2024)")
     delta: float = 0.0  # self-paced δ of the current epoch, set by on_epoch_start
+    distributed = "local"
+    distributed_note = ("the loss sees the global batch, but its sampled triplets and Gumbel LCA picks come from each "
+                        "process's own random stream (DDP averages the processes' draws)")
 
     def build_criterion(self) -> HierarchyProxyLoss:
         cfg = self.cfg

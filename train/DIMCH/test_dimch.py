@@ -147,9 +147,9 @@ def test_token_set_hash_init():
 
 
 def test_model_sequences_on_the_tiny_backbone():
-    from dataset.text import padding_mask
     from model.clip import build_tiny_clip
     from train.DIMCH.model import DIMCHModel, image_token_count
+    from utils.text import padding_mask
 
     torch.manual_seed(0)
     backbone = build_tiny_clip()

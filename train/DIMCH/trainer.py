@@ -63,7 +63,8 @@ class Trainer(HashTrainer):
                          cfg.triplet_alpha, cfg.mmd_alpha, cfg.unif_alpha, cfg.hash_triplet_alpha, cfg.quan_alpha)
 
     def training_step(self, batch):
-        return self.criterion(self.model(batch["image"], batch["text"], batch["text_mask"]), batch["label"])
+        out = self.model(batch["image"], batch["text"], batch["text_mask"])
+        return self.criterion(self.global_batch_of(out), *self.global_batch(batch["label"]))
 
     def encode(self, batch):
         out = self.model(batch["image"], batch["text"], batch["text_mask"])

@@ -36,6 +36,9 @@ class Trainer(HashTrainer):
     name = "DNPH-TOMM"
     paper = ("Deep Neighborhood-aware Proxy Hashing with Uniform Distribution Constraint for Cross-modal Retrieval "
              "(ACM TOMM 2024)")
+    distributed = "local"
+    distributed_note = ("the loss sees the global batch, but the random ±1 targets of its uniform-distribution term come "
+                        "from each process's own NumPy stream, as the reference draws them (DDP averages the draws)")
 
     def build_model(self) -> DNPHModel:
         return DNPHModel(self.backbone, self.default_head(), self.default_head(), self.num_classes)

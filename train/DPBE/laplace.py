@@ -71,11 +71,12 @@ class LaplaceHashHead(nn.Module):
         """Unit-norm output at the mean weights μ."""
         return l2_normalise(self.fc(x))
 
-    def sample_weights(self, n_samples: int, prior_precision: float = 1.0,
-                       scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """n weight sets (S, K, D) and biases (S, K) drawn from the posterior (global torch RNG)."""
+    def sample_weights(self, n_samples: int, prior_precision: float = 1.0, scale: float = 1.0,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """n weight sets (S, K, D) and biases (S, K) drawn from the posterior (`generator`, else torch's global RNG)."""
         sigma = posterior_scale(self.hessian, prior_precision, scale)
-        noise = sigma * torch.randn(n_samples, sigma.numel(), device=sigma.device, dtype=sigma.dtype)
+        noise = sigma * torch.randn(n_samples, sigma.numel(), device=sigma.device, dtype=sigma.dtype,
+                                    generator=generator)
         split = self.fc.weight.numel()
         weight = self.fc.weight + noise[:, :split].view(n_samples, *self.fc.weight.shape)
         return weight, self.fc.bias + noise[:, split:]

@@ -234,5 +234,8 @@ def test_evaluation_samples_drawn_once_and_never_touch_the_weights():
         features = trainer.model.backbone.encode_image(batch["image"])
         expected = LaplaceHashHead.sampled_forward(features, *weights[0]).mean(0)
     assert weights[0][0].shape == (5, 5, 6) and torch.equal(first[0], torch.where(expected >= 0, 1.0, -1.0))
-    trainer.on_evaluation_start()  # a new evaluation draws new samples
+    trainer.on_evaluation_start()  # the same step: the same samples (every process draws them alike)
+    assert torch.equal(trainer._eval_weights[0][0], weights[0][0])
+    trainer.global_step += 10  # a later evaluation draws new samples
+    trainer.on_evaluation_start()
     assert not torch.equal(trainer._eval_weights[0][0], weights[0][0])

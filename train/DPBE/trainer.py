@@ -52,16 +52,19 @@ class Trainer(HashTrainer):
         return DualHashModel(self.backbone, LaplaceHashHead(dim, bits, self.laplace_n),
                              LaplaceHashHead(dim, bits, self.laplace_n))
 
-    def _sample(self, head: LaplaceHashHead, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return head.sample_weights(n_samples, self.cfg.prior_precision, self.cfg.posterior_scale)
+    def _sample(self, head: LaplaceHashHead, n_samples: int,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return head.sample_weights(n_samples, self.cfg.prior_precision, self.cfg.posterior_scale, generator)
 
     def training_step(self, batch):
+        """On the global batch: every process draws the same weights (step generator) and keeps the same precision."""
         cfg, model = self.cfg, self.model
-        features = (model.backbone.encode_image(batch["image"]), model.backbone.encode_text(batch["text"]))
+        *features, labels = self.global_batch(model.backbone.encode_image(batch["image"]),
+                                              model.backbone.encode_text(batch["text"]), batch["label"])
         heads = (model.image_head, model.text_head)
-        weights = [self._sample(head, cfg.train_n_samples) for head in heads]
+        generator = self.step_generator()
+        weights = [self._sample(head, cfg.train_n_samples, generator) for head in heads]
         codes = [head.sampled_forward(f, *w) for head, f, w in zip(heads, features, weights)]
-        labels = batch["label"]
         losses = similarity_losses(*codes, affinity(labels))
         self._update_precision(heads, features, weights, labels)
         return {"loss": reduce_samples(losses, cfg.loss_mode), "sample_loss": losses.mean()}
@@ -81,9 +84,10 @@ class Trainer(HashTrainer):
 
     # ------------------------------------------------------------------ codes
     def on_evaluation_start(self) -> None:
-        """Draw the evaluation's weight samples once; query and database sets share them."""
+        """Draw the evaluation's weight samples once; query and database sets (and all processes) share them."""
+        generator = self.step_generator(stream=1)
         with torch.no_grad():
-            self._eval_weights = [self._sample(head, self.cfg.valid_n_samples)
+            self._eval_weights = [self._sample(head, self.cfg.valid_n_samples, generator)
                                   for head in (self.model.image_head, self.model.text_head)]
 
     def on_evaluation_end(self) -> None:

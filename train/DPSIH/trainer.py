@@ -59,7 +59,9 @@ class Trainer(HashTrainer):
         cfg = self.cfg
         (image, _, image_residual), (text, _, text_residual) = self.model(batch["image"], batch["text"],
                                                                           batch["text_mask"])
-        return dpsih_loss(image, text, image_residual, text_residual, batch["label"], cfg.margin, cfg.alpha1,
+        image, text, image_residual, text_residual, labels = self.global_batch(image, text, image_residual,
+                                                                               text_residual, batch["label"])
+        return dpsih_loss(image, text, image_residual, text_residual, labels, cfg.margin, cfg.alpha1,
                           cfg.alpha2, cfg.gamma, cfg.msc_weight, cfg.reduction)
 
     def on_before_optimizer_step(self) -> None:

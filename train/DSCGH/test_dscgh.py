@@ -11,9 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from train.DSCGH import Trainer
 from train.DSCGH.centers import csq_centers, read_centers
 from train.DSCGH.codes import DiscreteCodes, orthonormal_factor
 from train.DSCGH.loss import DSCGHLoss, center_loss, cosine_triplet_sum
+from train.DSCGH.trainer import DSCGHConfig
+from train.testing import build_trainer, stub_batch
 from utils.errors import UserError
 
 LABELS = [[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 1, 1], [1, 0, 1], [0, 0, 0], [0, 1, 0]]  # items 0..7
@@ -349,3 +352,90 @@ def test_read_centers(tmp_path):
         read_centers(bad, 3, 4)
     with pytest.raises(UserError, match="cannot read"):
         read_centers(tmp_path / "missing.npy", 3, 4)
+
+
+# ------------------------------------------------------------------ the trainer
+def dscgh_trainer(**options):
+    options = {"num_classes": 3, "output_dim": 16, **options}
+    return build_trainer(Trainer, num_train=10, **options)
+
+
+def test_step_uses_and_records_the_batch_items():
+    trainer = dscgh_trainer()
+    trainer.model.eval()  # no dropout: the step's outputs are reproducible
+    batch = stub_batch(trainer, rows=4)
+    batch["index"] = torch.tensor([7, 2, 9, 0])
+    codes = trainer.criterion.codes
+    targets = codes.codes[batch["index"]].clone()
+    image, text = trainer.model(batch["image"], batch["text"])
+    expected = trainer.criterion.loss(image, text, batch["label"], targets)["loss"]
+    untouched = codes.image_outputs[[1, 3]].clone()
+    out = trainer.training_step(batch)
+    assert out["loss"].item() == pytest.approx(expected.item(), abs=1e-6)
+    assert torch.allclose(codes.image_outputs[batch["index"]], image.detach())
+    assert torch.allclose(codes.text_outputs[batch["index"]], text.detach())
+    assert torch.equal(codes.image_outputs[[1, 3]], untouched)
+
+
+def test_epoch_end_updates_the_codes_from_the_training_labels():
+    trainer = dscgh_trainer()
+    trainer.optimization_step(stub_batch(trainer, rows=6))
+    expected = DiscreteCodes(10, 16, torch.Generator())
+    expected.load_state_dict(trainer.criterion.codes.state_dict())
+    expected.update(trainer.train_labels)
+    trainer.on_epoch_end(0)
+    assert torch.equal(trainer.criterion.codes.codes, expected.codes)
+    assert trainer.criterion.codes.gamma == pytest.approx(0.0105)
+
+
+def test_codes_and_centres_survive_a_checkpoint():
+    trainer = dscgh_trainer(gamma_rule="geometric")
+    trainer.optimization_step(stub_batch(trainer, rows=6))
+    trainer.on_epoch_end(0)
+    trainer.on_epoch_end(1)
+    payload = trainer.checkpoint_payload(with_optimizers=False)
+    restored = dscgh_trainer(gamma_rule="geometric", seed=5, train_seed=5)
+    assert not torch.equal(restored.criterion.codes.codes, trainer.criterion.codes.codes)
+    restored._load_modules_state(payload, "best.pt")
+    tensors = {name: value for name, value in trainer.criterion.state_dict().items() if torch.is_tensor(value)}
+    assert {"loss.centers", "codes.codes", "codes.auxiliary", "codes.multiplier"} <= set(tensors)
+    for name, value in tensors.items():
+        assert torch.equal(restored.criterion.state_dict()[name], value), name
+    assert restored.criterion.codes.gamma == pytest.approx(0.01 * 1.05 ** 2)
+
+
+def test_centres_generated_read_or_refused(tmp_path):
+    generated = dscgh_trainer(num_classes=24)
+    assert torch.equal(generated.criterion.loss.centers, csq_centers(24, 16, torch.Generator()))
+    assert generated.criterion.loss.threshold == 0.0  # the coding-theory table at (16 bits, 24 classes)
+    with pytest.raises(UserError, match="--centers"):
+        dscgh_trainer(num_classes=40)  # more classes than 2 x 16 bits
+    extra = dscgh_trainer(num_classes=40, random_extra_centers=True)
+    assert extra.criterion.loss.centers.shape == (40, 16)
+    path = tmp_path / "centers.npy"
+    file_centers = np.where(np.arange(40 * 16).reshape(40, 16) % 3 == 0, 1, -1)
+    np.save(path, file_centers)
+    read = dscgh_trainer(num_classes=40, centers=str(path))
+    assert torch.equal(read.criterion.loss.centers, torch.from_numpy(file_centers).float())
+    assert read.criterion.loss.threshold == 0.25  # (16 bits, 6 = ceil(log2 40))
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(dataset="coco"), "more classes than 2 x bits"),
+    (dict(dataset="coco", output_dim=32), "more classes than 2 x bits"),
+    (dict(output_dim=24), "coding-theory threshold"),
+    (dict(output_dim=24, threshold=0.0), "power-of-two"),
+    (dict(centers="missing.npy"), "no such file"),
+    (dict(gamma=0.0), "--gamma"),
+])
+def test_config_refusals_before_any_data(options, message):
+    with pytest.raises(UserError, match=message):
+        DSCGHConfig(**options)
+
+
+def test_config_accepts_coco_with_a_route_to_centres(tmp_path):
+    DSCGHConfig(dataset="coco", output_dim=64)
+    DSCGHConfig(dataset="coco", random_extra_centers=True)
+    path = tmp_path / "c.npy"
+    np.save(path, np.ones((80, 16)))
+    DSCGHConfig(dataset="coco", centers=str(path))

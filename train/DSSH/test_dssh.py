@@ -11,8 +11,11 @@ import pytest
 import scipy.special
 import torch
 
-from train.DSSH import vmf
+from train.DSSH import Trainer, vmf
 from train.DSSH.loss import DSSHLoss, VMFProxyLoss, fill_empty_labels, proxy_init_std, similarity_cross_entropy
+from train.DSSH.trainer import DSSHConfig
+from train.testing import build_trainer, stub_batch
+from utils.errors import UserError
 
 
 def wave(shape, scale, offset):
@@ -225,3 +228,83 @@ def test_fill_empty_labels():
     assert filled.sum(dim=1).tolist() == [1, 2, 1] and torch.equal(filled[1], labels[1])
     assert not labels[0].any()  # the input is not modified
     assert torch.equal(fill_empty_labels(labels[1:2]), labels[1:2])
+
+
+# ------------------------------------------------------------------ the trainer
+def dssh_trainer(**options):
+    return build_trainer(Trainer, num_classes=3, num_train=40, steps_per_epoch=5, output_dim=8, epochs=4,
+                         **{"samples": 4, **options})
+
+
+def test_four_bertadam_groups_with_their_rates():
+    trainer = dssh_trainer()
+    assert len(trainer.optimizers) == 1
+    groups = trainer.optimizer.param_groups
+    vmf_loss = trainer.criterion.vmf
+    assert [g["lr"] for g in groups] == [1e-3, 0.1, 1e-2, 1e-3]
+    assert groups[2]["params"] == [vmf_loss.proxies] and groups[3]["params"] == [vmf_loss.temperature]
+    assert all(g["weight_decay"] == 0.2 for g in groups)  # on every group, proxies and temperature included
+
+
+@pytest.mark.parametrize("unit, t_total", [("samples", 40 * 4), ("steps", 5 * 4)])
+def test_schedule_counts_samples_or_steps(unit, t_total):
+    trainer = dssh_trainer(schedule_unit=unit)
+    assert {g["t_total"] for g in trainer.optimizer.param_groups} == {t_total}
+
+
+@pytest.mark.parametrize("decay", [0.01, 0.0])
+def test_epoch_end_decays_every_learning_rate(decay):
+    trainer = dssh_trainer(epoch_lr_decay=decay)
+    trainer.on_epoch_end(0)
+    trainer.on_epoch_end(1)
+    expected = [lr * math.exp(-2 * decay) for lr in (1e-3, 0.1, 1e-2, 1e-3)]
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(expected, rel=1e-12)
+
+
+def test_samples_default_to_the_training_set_size():
+    assert dssh_trainer(samples=None).criterion.vmf.samples == 40
+
+
+def test_step_draws_depend_on_the_step_and_fill_unlabelled_rows():
+    trainer = dssh_trainer()
+    trainer.model.eval()
+    batch = stub_batch(trainer, rows=5)
+    batch["label"][1:3] = 0  # two unlabelled rows: the proxy target would be 0 / 0 without the fill
+    first = trainer.training_step(batch)["loss"]
+    again = trainer.training_step(batch)["loss"]
+    trainer.global_step += 1
+    later = trainer.training_step(batch)["loss"]
+    assert torch.isfinite(first) and first.item() == again.item() != later.item()
+    first.backward()
+    assert torch.isfinite(trainer.criterion.vmf.proxies.grad).all()
+
+
+def test_one_optimization_step_moves_everything():
+    trainer = dssh_trainer(warmup_proportion=0.01, schedule_unit="steps")
+    before = [p.detach().clone() for g in trainer.optimizer.param_groups for p in g["params"]]
+    for step in range(2):  # BertAdam's first step has learning rate 0 (warmup)
+        trainer.optimization_step(stub_batch(trainer, seed=step))
+        trainer.global_step += 1
+    after = [p for g in trainer.optimizer.param_groups for p in g["params"]]
+    assert all(not torch.equal(a, b) for a, b in zip(after, before))
+
+
+@pytest.mark.parametrize("options, flag", [(dict(samples=0), "--samples"), (dict(kappa_confidence=1.0), "--kappa"),
+                                           (dict(proxy_lr=-1.0), "--proxy-lr")])
+def test_config_refuses_bad_values(options, flag):
+    with pytest.raises(UserError, match=flag):
+        DSSHConfig(**options)
+
+
+def test_early_stop_counts_evaluations_without_a_gain_in_either_direction():
+    from train.DSSH import Trainer
+    from train.testing import build_trainer
+
+    trainer = build_trainer(Trainer, num_classes=3, output_dim=8, patience=2, samples=4)
+    maps = [(0.5, 0.5), (0.6, 0.4), (0.55, 0.45), (0.58, 0.49), (0.59, 0.50)]
+    stops = []
+    for epoch, (i2t, t2i) in enumerate(maps, start=1):
+        results = {"8": {d: {"mAP": v} for d, v in (("i2t", i2t), ("t2i", t2i), ("i2i", 0.0), ("t2t", 0.0))}}
+        trainer.history.add(epoch, results, i2t + t2i)
+        stops.append(trainer.should_stop())
+    assert stops == [False, False, False, True, True]  # I->T's best at epoch 2, T->I's at 1: two evaluations after 2

@@ -10,6 +10,7 @@ from train.common import label_similarity
 from train.DUaPH.loss import multi_similarity_loss, uncertainty_loss
 from train.DUaPH.model import DUaPHModel, UncertaintyModule
 from train.DUaPH.trainer import DUaPHConfig, Trainer
+from utils.distributed import DistContext
 from utils.optim import schedule_factor
 
 
@@ -182,7 +183,9 @@ def _step(model, **options):
     labels = (torch.rand(8, 4) < 0.4).float()
     batch = {"image": torch.randn(8, 3, 64, 64), "text": torch.randint(1, 400, (8, 16)), "label": labels}
     model.zero_grad()
-    out = Trainer.training_step(SimpleNamespace(model=model, cfg=cfg), batch)
+    stub = SimpleNamespace(model=model, cfg=cfg, dist=DistContext(0, 1, torch.device("cpu")),
+                           global_batch=lambda *rows: rows)
+    out = Trainer.training_step(stub, batch)
     out["loss"].backward()
     return out
 

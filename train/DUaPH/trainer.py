@@ -47,15 +47,15 @@ class Trainer(HashTrainer):
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
-        labels = batch["label"]
+        # the uncertainty modules run on this process's rows (their BatchNorm is synchronised under torchrun);
+        # every loss term then sees the global batch
+        with_uncertainty = self.dist.global_count(image.shape[0]) >= 2  # batch norm cannot standardise one sample
+        uncertainty = (*self.model.uncertainty_image(image), *self.model.uncertainty_text(text)) \
+            if with_uncertainty else ()
+        image, text, labels, *uncertainty = self.global_batch(image, text, batch["label"], *uncertainty)
         lam = self.cfg.ms_threshold
         ms = sum(multi_similarity_loss(a, b, labels, lam=lam)
                  for a, b in ((image, image), (text, text), (image, text), (text, image)))
-        if image.shape[0] < 2:  # batch norm cannot standardise one sample (the reference would crash)
-            unc = ms.new_zeros(())
-        else:
-            mu_i, var_i = self.model.uncertainty_image(image)
-            mu_t, var_t = self.model.uncertainty_text(text)
-            unc = uncertainty_loss(mu_i, var_i, mu_t, var_t, self.cfg.mls_mode)
+        unc = uncertainty_loss(*uncertainty, self.cfg.mls_mode) if with_uncertainty else ms.new_zeros(())
         loss = ms + self.cfg.mls_weight * unc if self.cfg.mls_weight else ms  # weight 0: no 0·inf
         return {"loss": loss, "ms": ms, "uncertainty": unc.detach()}

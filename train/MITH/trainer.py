@@ -61,11 +61,12 @@ class Trainer(HashTrainer):
                         cfg.hyper_info_nce, cfg.hyper_alpha, cfg.hyper_distill, cfg.hyper_lambda, cfg.temperature)
 
     def training_step(self, batch):
-        out = self.model(batch["image"], batch["text"], batch["text_mask"])
+        out = self.global_batch_of(self.model(batch["image"], batch["text"], batch["text_mask"]))
+        labels, index = self.global_batch(batch["label"], batch["index"])
         with float32_region(*(getattr(out, f.name) for f in fields(out))) as parts:  # likelihoods, InfoNCE in fp32
             out = MITHOutput(*parts)
-            self.criterion.update_banks(batch["index"], out, self.dist.gather_rows)
-            return self.criterion(out, batch["label"])
+            self.criterion.update_banks(index, out)
+            return self.criterion(out, labels)
 
     def encode(self, batch):
         out = self.model(batch["image"], batch["text"], batch["text_mask"])

@@ -54,6 +54,9 @@ class Trainer(HashTrainer):
     Config = TwDHConfig
     name = "TwDH"
     paper = "Two-Step Discrete Hashing for Cross-Modal Retrieval (IEEE TMM 2024)"
+    distributed = "local"
+    distributed_note = ("the loss sees the global batch, but the random fill of tied center bits is drawn from each "
+                        "process's own stream, as the reference draws it (DDP averages the draws)")
 
     @property
     def short_lengths(self) -> tuple[int, ...]:

@@ -80,7 +80,8 @@ class Trainer(HashTrainer):
     def training_step(self, batch):
         cfg = self.cfg
         image, text = self.model(batch["image"], batch["text"], batch["text_mask"])
-        return umoed_loss(image, text, batch["label"], cfg.extreme_t if cfg.extreme else None, cfg.margin,
+        image, text, labels = self.global_batch(image, text, batch["label"])
+        return umoed_loss(image, text, labels, cfg.extreme_t if cfg.extreme else None, cfg.margin,
                           cfg.triplet_alpha, cfg.unif_alpha)
 
     def encode(self, batch):

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-import torch.nn.functional as F
-
 from train.base import HashTrainer
-from train.common import label_similarity
 from train.config import BaseConfig
-from utils.config import option
+from utils.config import option, require
+
+from .loss import template_loss
 
 
 @dataclass
@@ -22,31 +20,29 @@ class TemplateConfig(BaseConfig):
 
     quantization_weight: float = option(0.1, "weight of the quantization term ||h - sign(h)||²")
 
-    # per-dataset defaults override the field defaults, e.g. {"coco": dict(batch_size=128)}
+    # defaults of inherited options for this method, e.g. {"head_init": "kaiming", "epochs": 100}
+    defaults = {}
+    # per-dataset values, e.g. {"coco": dict(batch_size=128), "demo": dict(epochs=25)}
     dataset_defaults = {}
 
-
-def pairwise_cosine_loss(a: torch.Tensor, b: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between the cosine of each (a_i, b_j) and 2·S_ij − 1 (±1 targets)."""
-    cosine = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-    return (cosine - (2 * similarity - 1)).square().mean()
+    def validate(self) -> None:
+        """Checks run when the config is built, before any data is read: one line naming the flag."""
+        super().validate()
+        require(self.quantization_weight >= 0, "quantization_weight", self.quantization_weight, "must not be negative")
 
 
 class Trainer(HashTrainer):
     Config = TemplateConfig
     name = "Template"
     paper = "minimal example method of this framework (not a published method)"
+    # every term of the loss sees the gathered global batch: exact under torchrun (tests/test_distributed.py)
+    distributed = "exact"
 
     # build_model(): the default CLIP + Linear-Dropout-tanh head per modality is kept here.
 
     def training_step(self, batch):
         image, text = self.model(batch["image"], batch["text"])
-        labels = batch["label"]
-        similarity = label_similarity(labels).float()
-        pairwise = (pairwise_cosine_loss(image, text, similarity) + pairwise_cosine_loss(image, image, similarity)
-                    + pairwise_cosine_loss(text, text, similarity))
-        quantization = (image - image.sign()).square().mean() + (text - text.sign()).square().mean()
-        loss = pairwise + self.cfg.quantization_weight * quantization
-        return {"loss": loss, "pairwise": pairwise, "quantization": quantization}
+        image, text, labels = self.global_batch(image, text, batch["label"])  # all processes' rows (torchrun)
+        return template_loss(image, text, labels, self.cfg.quantization_weight)
 
     # encode(): the default sign of the head outputs is kept here.
