@@ -1,6 +1,6 @@
 """Seconds per 10,000 images of the dataset generators' image check (`--verify header|full`, `--workers`).
 
-    python bench/image_check_speed.py [--images 2000] [--workers 1,2] [--data-dir DIR]
+    python -m bench.image_check_speed [--images 2000] [--workers 1,2] [--data-dir DIR]
 
 Without --data-dir it writes photo-sized JPEGs (500 x 375, quality 90, like MIRFlickr and COCO images; the
 generator of bench/data_speed.py) into a temp folder, then times `dataset.raw_common.image_problems` over all of
@@ -15,14 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.data_speed import write_jpeg_dataset  # noqa: E402
-from dataset.raw_common import image_problems  # noqa: E402
+from bench.data_speed import write_jpeg_dataset
+from dataset.raw_common import image_problems
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python bench/image_check_speed.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.image_check_speed", description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", default="1,2", help="comma-separated process counts to time")
     parser.add_argument("--data-dir", default=None, help="a folder of .jpg files to time instead")
