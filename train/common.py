@@ -1,5 +1,5 @@
-"""Building blocks that method folders share: label similarity, cosines, masked means, float32 regions,
-running means."""
+"""Building blocks that method folders share: label similarity, cosines, masked means, the memory-bank
+likelihood, the symmetric InfoNCE, float32 regions, running means."""
 from __future__ import annotations
 
 import contextlib
@@ -38,6 +38,21 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `values` where `mask` is True; 0 where it is nowhere True."""
     return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def bayesian_likelihood(bank: torch.Tensor, codes: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
+    """Λ(U, h, S) = −mean(S ⊙ s − log(1 + e^s)), s = ½·clamp(U hᵀ, −64, 64): the negative log-likelihood of the
+    label similarities S (N, n) under the inner products of a memory bank U (N, K) and the batch's hashes h (n, K).
+    """
+    s = 0.5 * (bank @ codes.T).clamp(-64, 64)
+    return (F.softplus(s) - similarity * s).mean()
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric in-batch InfoNCE of unit vectors (n, D): ½[CE(a bᵀ/τ, diag) + CE(b aᵀ/τ, diag)] (the CLIP loss)."""
+    logits = a @ b.T / temperature
+    targets = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
 def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:

@@ -11,27 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.common import label_similarity
+from train.common import bayesian_likelihood, info_nce, label_similarity
 
 from .model import CMCLOutput
-
-
-def likelihood(bank: torch.Tensor, codes: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-    """J(U, h) = −mean(S θ − log(1 + e^θ)), θ = ½·clamp(U hᵀ, −64, 64); U (N, k), h (m, k), S (N, m)."""
-    theta = 0.5 * (bank @ codes.T).clamp(-64, 64)
-    return (F.softplus(theta) - similarity * theta).mean()
 
 
 def quantization(codes: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Q(h, B) = ||h − B||² / (m·k)."""
     return (codes - targets).square().mean()
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric in-batch InfoNCE of unit vectors (m, D) with targets arange(m) (the CLIP loss)."""
-    logits = a @ b.T / temperature
-    targets = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
 def local_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -96,10 +83,10 @@ class CMCLLoss(nn.Module):
             image_bank, text_bank, target = self.banks(k)
             h_i, h_t, b = out.codes_image[k], out.codes_text[k], target[index]
             scale = w["mu"] if k == self.aux else 1.0
-            terms[f"intra_image_{k}"] = scale * w["intra"] * likelihood(image_bank, h_i, similarity)
-            terms[f"intra_text_{k}"] = scale * w["intra"] * likelihood(text_bank, h_t, similarity)
-            terms[f"inter_{k}"] = scale * w["inter"] * (likelihood(image_bank, h_t, similarity)
-                                                         + likelihood(text_bank, h_i, similarity))
+            terms[f"intra_image_{k}"] = scale * w["intra"] * bayesian_likelihood(image_bank, h_i, similarity)
+            terms[f"intra_text_{k}"] = scale * w["intra"] * bayesian_likelihood(text_bank, h_t, similarity)
+            terms[f"inter_{k}"] = scale * w["inter"] * (bayesian_likelihood(image_bank, h_t, similarity)
+                                                         + bayesian_likelihood(text_bank, h_i, similarity))
             terms[f"quan_{k}"] = scale * w["quan"] * (quantization(h_i, b) + quantization(h_t, b))
         terms["local_nce"] = w["lam"] * local_info_nce(out.concepts_image, out.concepts_text, self.tau_local)
         terms["global_nce"] = w["lam"] * w["info_nce"] * info_nce(out.global_image, out.global_text, self.tau_global)

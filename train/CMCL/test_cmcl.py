@@ -10,9 +10,10 @@ from dataset.builder import resolve_split_sizes
 from dataset.catalog import resolve_dataset
 from dataset.splits import split_rows
 from model.clip import build_tiny_clip
-from train.CMCL.loss import CMCLLoss, info_nce, likelihood, local_info_nce, quantization
+from train.CMCL.loss import CMCLLoss, local_info_nce, quantization
 from train.CMCL.model import CMCLHead, CMCLModel, CMCLOutput
 from train.CMCL.trainer import CMCLConfig, Trainer
+from train.common import bayesian_likelihood, info_nce
 from utils.errors import UserError
 
 
@@ -23,18 +24,18 @@ def t(values):
 # ------------------------------------------------------------------ likelihood and quantization
 def test_likelihood_zero_inner_products_is_log2():
     for s in ([[1, 0]], [[0, 0]], [[1, 1]]):
-        assert likelihood(t([[0, 0]]), t([[1, -1], [2, 3]]), t(s)).item() == pytest.approx(math.log(2))
+        assert bayesian_likelihood(t([[0, 0]]), t([[1, -1], [2, 3]]), t(s)).item() == pytest.approx(math.log(2))
 
 
 def test_likelihood_saturates():
-    assert likelihood(t([[100, 0]]), t([[1, 0]]), t([[1]])).item() == pytest.approx(0.0, abs=1e-12)
-    assert likelihood(t([[100, 0]]), t([[1, 0]]), t([[0]])).item() == pytest.approx(32.0, abs=1e-12)
+    assert bayesian_likelihood(t([[100, 0]]), t([[1, 0]]), t([[1]])).item() == pytest.approx(0.0, abs=1e-12)
+    assert bayesian_likelihood(t([[100, 0]]), t([[1, 0]]), t([[0]])).item() == pytest.approx(32.0, abs=1e-12)
 
 
 def test_likelihood_numeric():
     similarity = ((t([[1, 0], [0, 1], [1, 1]]) @ t([[1, 0], [0, 1]]).T) > 0).double()
     assert similarity.tolist() == [[1, 0], [0, 1], [1, 1]]
-    value = likelihood(t([[1, 0], [0, 1], [1, 1]]), t([[2, -1], [0.5, 0.5]]), similarity)
+    value = bayesian_likelihood(t([[1, 0], [0, 1], [1, 1]]), t([[2, -1], [0.5, 0.5]]), similarity)
     assert value.item() == pytest.approx(0.522895, abs=1e-6)
 
 

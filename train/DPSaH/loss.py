@@ -43,15 +43,16 @@ def bit_noise(batch: int, bits: int, ratio: float = 0.3,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Random bit replacement (the reference's BNI draw): l = int(bits·ratio) positions per row, one less if
     batch·l is odd; the batch·l new values are half −1 and half +1 in random order. Returns (mask (B, K) bool,
-    values (B, K): ±1 where masked, 0 elsewhere)."""
+    values (B, K): ±1 where masked, 0 elsewhere), on the generator's device (CPU without one)."""
+    device = generator.device if generator is not None else torch.device("cpu")
     per_row = int(bits * ratio)
     if batch * per_row % 2:
         per_row -= 1
-    signs = torch.tensor([-1.0, 1.0]).repeat_interleave(batch * per_row // 2)
-    signs = signs[torch.randperm(len(signs), generator=generator)].view(batch, per_row)
-    columns = torch.rand(batch, bits, generator=generator).argsort(dim=1)[:, :per_row]
-    mask = torch.zeros(batch, bits, dtype=torch.bool).scatter_(1, columns, True)
-    values = torch.zeros(batch, bits).scatter_(1, columns, signs)
+    signs = torch.tensor([-1.0, 1.0], device=device).repeat_interleave(batch * per_row // 2)
+    signs = signs[torch.randperm(len(signs), generator=generator, device=device)].view(batch, per_row)
+    columns = torch.rand(batch, bits, generator=generator, device=device).argsort(dim=1)[:, :per_row]
+    mask = torch.zeros(batch, bits, dtype=torch.bool, device=device).scatter_(1, columns, True)
+    values = torch.zeros(batch, bits, device=device).scatter_(1, columns, signs)
     return mask, values
 
 

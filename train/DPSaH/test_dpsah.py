@@ -10,6 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from train.DPSaH.loss import DPSaHLoss, apply_bit_noise, balance_penalty, bit_noise, quadruplet_loss
+from train.DPSaH.trainer import DPSaHConfig, Trainer
+from train.testing import build_trainer, stub_batch
+from utils.errors import UserError
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures.json").read_text())
 
@@ -214,3 +217,86 @@ def test_bf16_autocast_gives_float32_loss():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = loss(h_i, h_t, labels, generator=torch.Generator().manual_seed(0))
     assert out["loss"].dtype == torch.float32
+
+
+# ---------------------------------------------------------------- trainer
+def dpsah_trainer(**options):
+    return build_trainer(Trainer, num_classes=3, output_dim=8, epochs=1, **options)
+
+
+def test_config_defaults_follow_the_reference():
+    cfg = DPSaHConfig()
+    assert (cfg.output_dim, cfg.epochs, cfg.batch_size, cfg.head_init) == (128, 100, 128, "kaiming")
+    assert (cfg.lr, cfg.clip_lr, cfg.warmup_proportion, cfg.weight_decay) == (1e-3, 1e-5, 0.1, 0.2)
+    assert (cfg.margin, cfg.flip_ratio, cfg.classifier_weight, cfg.balance_weight) == (0.3, 0.3, 0.1, 0.3)
+    assert (cfg.classifier_input, cfg.balance_on, cfg.train_classifier) == ("own", "codes", True)
+    assert DPSaHConfig.defaults_for("demo")["head_init"] == "default"
+    assert "head_init" not in DPSaHConfig.defaults_for("flickr25k")
+
+
+@pytest.mark.parametrize("flag, value", [("flip_ratio", 1.0), ("margin", -0.1), ("classifier_input", "text")])
+def test_config_refuses_bad_values(flag, value):
+    with pytest.raises(UserError, match=flag.replace("_", "-")):
+        DPSaHConfig(**{flag: value})
+
+
+def optimizer_params(trainer):
+    return {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+
+
+@pytest.mark.parametrize("train_classifier", [True, False])
+def test_classifier_trained_only_when_asked(train_classifier):
+    trainer = dpsah_trainer(train_classifier=train_classifier)
+    classifier = list(trainer.criterion.classifier.parameters())
+    assert all(p.requires_grad == train_classifier for p in classifier)
+    assert all((id(p) in optimizer_params(trainer)) == train_classifier for p in classifier)
+    assert {id(p) for p in trainer.model.parameters()} <= optimizer_params(trainer)
+    before = [p.detach().clone() for p in classifier]
+    head_before = trainer.model.image_head.fc.weight.detach().clone()
+    batch = stub_batch(trainer, rows=8)
+    batch["label"] = torch.tensor([[1.0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0],
+                                   [0, 1, 0], [0, 0, 1], [0, 0, 1], [1, 0, 1]])
+    for step in range(2):  # the warmup's first learning rate is 0
+        trainer.global_step = step
+        out = trainer.optimization_step(batch)
+    assert out["ce_image"] > 0 and out["quad_image"] > 0
+    moved = [not torch.equal(a, p) for a, p in zip(before, classifier)]
+    assert all(moved) if train_classifier else not any(moved)
+    assert not torch.equal(head_before, trainer.model.image_head.fc.weight)
+
+
+def test_bit_noise_comes_from_the_step_generator():
+    trainer = dpsah_trainer(head_dropout=0.0)
+    batch = stub_batch(trainer, rows=6)
+    trainer.global_step = 5
+    first = trainer.training_step(batch)
+    again = trainer.training_step(batch)
+    assert first["ce_image"].item() == again["ce_image"].item()
+    assert first["ce_text"].item() == again["ce_text"].item()
+    image, text = trainer.model(batch["image"], batch["text"])
+    generator = trainer.step_generator()
+    noise = tuple(bit_noise(6, 8, 0.3, generator) for _ in range(2))
+    expected = trainer.criterion(image, text, batch["label"], noise=noise)
+    assert first["loss"].item() == pytest.approx(expected["loss"].item(), rel=1e-6)
+    trainer.global_step = 6
+    assert trainer.training_step(batch)["ce_image"].item() != first["ce_image"].item()
+
+
+def test_encode_gives_sign_codes_without_noise():
+    trainer = dpsah_trainer()
+    trainer.model.eval()
+    batch = stub_batch(trainer, rows=5)
+    (image, text), = trainer.encode(batch).values()
+    assert image.shape == text.shape == (5, 8)
+    assert set(image.unique().tolist()) <= {-1.0, 1.0}
+    h_image, _ = trainer.model(batch["image"], batch["text"])
+    assert torch.equal(image, torch.sign(h_image))
+
+
+def test_classifier_is_checkpointed():
+    trainer = dpsah_trainer()
+    state = trainer.checkpoint_payload(with_optimizers=False)["criterion"]
+    assert set(state) == {"classifier.weight", "classifier.bias"}
+    other = dpsah_trainer(seed=1)
+    other._load_modules_state(trainer.checkpoint_payload(with_optimizers=False), "test")
+    assert torch.equal(other.criterion.classifier.weight, trainer.criterion.classifier.weight)

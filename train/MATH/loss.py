@@ -9,9 +9,8 @@ from itertools import permutations
 import torch
 from torch import nn
 
-from train.common import float32_region, label_similarity
+from train.common import bayesian_likelihood, float32_region, info_nce, label_similarity
 
-from .mith_parts import bayesian_likelihood, info_nce
 from .model import MATHOutput
 
 MODALITIES = ("image", "text", "label")

@@ -14,8 +14,8 @@ from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
 
 from model.clip import CLIPBackbone
-
-from .mith_parts import GlobalConceptLearning, sinusoidal_positions
+from model.concepts import GlobalConceptLearning
+from model.positions import sinusoidal_positions
 
 
 class LabelModalityAttention(nn.Module):

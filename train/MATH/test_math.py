@@ -6,9 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from model.clip import build_tiny_clip
+from train.data import DataFacts
 from train.MATH.label_text import label_sentence, label_sentences
 from train.MATH.loss import MATHLoss
 from train.MATH.model import LabelModalityAttention, MATHHead, MATHOutput, TokenHashing
+from train.MATH.trainer import MATHConfig, Trainer
+from utils.errors import UserError
+from utils.text import CaptionTokenizer, padding_mask
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures.json").read_text())
 REF_TERMS = {"intra": "intra_likelihood", "inter": "inter_likelihood", "mse": "MSE", "quantization": "quantization",
@@ -218,3 +223,83 @@ def test_label_sentences_rows_and_zero_row():
 def test_label_sentence_rejects_wrong_width():
     with pytest.raises(ValueError, match="24 classes"):
         label_sentence(FLICKR, torch.ones(3))
+
+
+# ---------------------------------------------------------------- trainer
+NAMES = ("circle", "square", "dining table")
+TRAIN_LABELS = torch.tensor([[1.0, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0], [1, 0, 1]])
+
+
+def math_trainer(class_names=NAMES, **options):
+    torch.manual_seed(0)
+    trainer = Trainer(MATHConfig(output_dim=8, epochs=1, transformer_layers=1, res_mlp_layers=1, **options))
+    trainer.build_parts(build_tiny_clip(), DataFacts(3, len(TRAIN_LABELS), TRAIN_LABELS, class_names), 10)
+    return trainer
+
+
+def tiny_batch(index):
+    generator = torch.Generator().manual_seed(0)
+    ids = CaptionTokenizer(32)(["a red circle", "a box and a table", "there is a dot!", "a table"][:len(index)])
+    return {"image": torch.randn(len(index), 3, 64, 64, generator=generator), "text": ids,
+            "text_mask": padding_mask(ids), "label": TRAIN_LABELS[index], "index": torch.tensor(index)}
+
+
+def test_config_defaults_follow_the_reference():
+    cfg = MATHConfig()
+    assert (cfg.split, cfg.epochs, cfg.batch_size, cfg.lr, cfg.clip_lr) == ("mith", 30, 128, 1e-3, 2e-6)
+    assert (cfg.weight_decay, cfg.warmup_proportion, cfg.transformer_layers, cfg.res_mlp_layers) == (0.01, 0.05, 2, 2)
+    assert (cfg.hyper_intra, cfg.hyper_inter, cfg.hyper_mse, cfg.hyper_quan, cfg.hyper_contrast) == (4, 13, 5, 7, 57)
+    assert cfg.temperature == 0.07 and cfg.dropout == 0.0
+
+
+def test_label_sentences_of_the_training_items_are_tokenised_once():
+    trainer = math_trainer()
+    expected = CaptionTokenizer(32)(["circle", "square dining table", "circle square", "dining table", "",
+                                     "circle dining table"])
+    assert torch.equal(trainer.label_texts, expected)
+    assert torch.equal(trainer.label_padding, padding_mask(expected))
+
+
+def test_training_needs_class_names_and_testing_does_not():
+    with pytest.raises(UserError, match="classes.txt"):
+        math_trainer(class_names=None, dataset="coco")
+    trainer = math_trainer(class_names=None, dataset="coco", test=True)
+    (image, text), = trainer.encode(tiny_batch([0, 1])).values()
+    assert image.shape == text.shape == (2, 8)
+
+
+def test_training_step_reads_the_items_label_sentences_and_updates_banks_first():
+    trainer = math_trainer()
+    batch = tiny_batch([5, 1, 3])
+    out = trainer.training_step(batch)
+    assert set(out) == {"loss", "intra", "inter", "mse", "quantization", "contrastive"}
+    model_out = trainer.model(batch["image"], batch["text"], batch["text_mask"], trainer.label_texts[[5, 1, 3]],
+                              trainer.label_padding[[5, 1, 3]])
+    for name in ("image", "text", "label"):  # the banks hold this step's global hashes (no dropout)
+        torch.testing.assert_close(trainer.criterion.bank(name)[[5, 1, 3]], getattr(model_out, f"cls_{name}").detach())
+    expected = trainer.criterion(model_out, batch["label"])
+    assert out["loss"].item() == pytest.approx(expected["loss"].item(), rel=1e-6)
+    other = tiny_batch([5, 1, 3])
+    trainer.label_texts[5] = trainer.label_texts[4]  # another label sentence for item 5 changes its label hash
+    trainer.label_padding[5] = trainer.label_padding[4]
+    trainer.training_step(other)
+    assert not torch.allclose(trainer.criterion.bank_label[5], model_out.cls_label[0].detach())
+
+
+def test_optimizer_groups_backbone_at_clip_lr_heads_at_lr():
+    trainer = math_trainer()
+    groups = trainer.optimizer.param_groups
+    backbone = {id(p) for p in trainer.backbone.parameters() if p.requires_grad}
+    head = {id(p) for p in trainer.model.head.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == backbone and groups[0]["lr"] == 2e-6
+    assert {id(p) for p in groups[1]["params"]} == head and groups[1]["lr"] == 1e-3
+
+
+def test_encode_is_sign_of_global_plus_token_hashes():
+    trainer = math_trainer()
+    trainer.model.eval()
+    batch = tiny_batch([0, 2, 4])
+    (image, text), = trainer.encode(batch).values()
+    cls_i, tok_i, cls_t, tok_t = trainer.model.hashes(batch["image"], batch["text"], batch["text_mask"])
+    assert torch.equal(image, torch.sign(cls_i + tok_i)) and torch.equal(text, torch.sign(cls_t + tok_t))
+    assert set(image.unique().tolist()) <= {-1.0, 1.0}

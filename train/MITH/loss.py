@@ -10,27 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.common import label_similarity
+from train.common import bayesian_likelihood, info_nce, label_similarity
 
 from .model import MITHOutput
 
 BANKS = ("cls_image", "cls_text", "tok_image", "tok_text")
-
-
-def bayesian_likelihood(bank: torch.Tensor, codes: torch.Tensor, similarity: torch.Tensor) -> torch.Tensor:
-    """Λ(U, h, S) = −mean(S ⊙ s − log(1 + e^s)), s = ½·clamp(U hᵀ, −64, 64).
-
-    U (Ntrain, K) a memory bank, h (n, K) the batch's hashes, S (Ntrain, n) the label similarity.
-    """
-    s = 0.5 * (bank @ codes.T).clamp(-64, 64)
-    return (F.softplus(s) - similarity * s).mean()
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric in-batch InfoNCE of unit vectors (n, D): ½[CE(a bᵀ/τ, diag) + CE(b aᵀ/τ, diag)]."""
-    logits = a @ b.T / temperature
-    targets = torch.arange(len(a), device=a.device)
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
 
 
 def concept_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:

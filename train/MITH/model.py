@@ -14,20 +14,8 @@ from open_clip.transformer import QuickGELU, Transformer
 from torch import nn
 
 from model.clip import CLIPBackbone
-from model.heads import ResidualMLPs
-
-
-class GlobalConceptLearning(nn.Module):
-    """Residual MLPs, then K concept scores `tanh(Linear(D, K, bias=False)(x))`; returns (x, scores)."""
-
-    def __init__(self, dim: int, bits: int, layers: int = 2, dropout: float = 0.0):
-        super().__init__()
-        self.mlp = ResidualMLPs(dim, layers, dropout) if layers > 0 else nn.Identity()
-        self.concepts = nn.Linear(dim, bits, bias=False)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.mlp(x)
-        return x, torch.tanh(self.concepts(x))
+from model.concepts import GlobalConceptLearning
+from model.positions import sinusoidal_positions
 
 
 def aggregate_tokens(tokens: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor | None,
@@ -47,16 +35,6 @@ def aggregate_tokens(tokens: torch.Tensor, scores: torch.Tensor, mask: torch.Ten
     scores = scores.masked_fill(scores < kth, float("-inf"))
     weights = torch.softmax(scores, dim=1).nan_to_num(nan=0.0)  # an all -inf column gives NaN -> 0
     return weights.transpose(1, 2) @ tokens
-
-
-def sinusoidal_positions(length: int, dim: int) -> torch.Tensor:
-    """Standard sin/cos position table (length, dim) with base 10000, divided by sqrt(dim) as in MITH."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    frequency = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
-    table = torch.zeros(length, dim)
-    table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency)
-    return table / dim ** 0.5
 
 
 class BitwiseHashing(nn.Module):

@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 
 from model.clip import build_tiny_clip
-from train.MITH.loss import BANKS, MITHLoss, bayesian_likelihood, concept_info_nce, distillation_loss, info_nce
-from train.MITH.model import BitwiseHashing, MITHHead, MITHModel, MITHOutput, aggregate_tokens, sinusoidal_positions
+from model.positions import sinusoidal_positions
+from train.common import bayesian_likelihood, info_nce
+from train.MITH.loss import BANKS, MITHLoss, concept_info_nce, distillation_loss
+from train.MITH.model import BitwiseHashing, MITHHead, MITHModel, MITHOutput, aggregate_tokens
 
 
 def t(values):
