@@ -106,7 +106,8 @@ class BaseConfig(ConfigBase):
         for name in ("lr", "clip_lr", "weight_decay", "seed", "train_seed", "num_workers", "patience"):
             value = getattr(self, name)
             require(value is None or value >= 0, name, value, "must not be negative")
-        require(0 <= self.warmup_proportion < 1, "warmup_proportion", self.warmup_proportion, "must lie in [0, 1)")
+        require(0 < self.warmup_proportion < 1, "warmup_proportion", self.warmup_proportion,
+                "must lie in (0, 1) (the warmup-cosine schedule)")
         require(0 <= self.head_dropout < 1, "head_dropout", self.head_dropout, "must lie in [0, 1)")
         require(0 <= self.label_noise <= 1, "label_noise", self.label_noise, "must lie in [0, 1]")
         require(3 <= self.max_words <= 77, "max_words", self.max_words, "must lie in [3, 77] (CLIP's context length)")
