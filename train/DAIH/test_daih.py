@@ -1,8 +1,8 @@
 """DAIH tests.
 
 reference_fixtures.json: computed by the reference's own loss.py / utils.py (QinLab-WFU/DAIH @e1e2ba3; the missing
-miner replaced by injected triplets). independent_fixtures.json: the reconstructed miner's weights, computed
-independently in float64 NumPy from Wu et al.'s formula (the reference's miner is missing). See README.
+miner replaced by injected triplets). The reconstructed miner's weights (train/distance_weighted.py) are checked
+against independent float64 NumPy values in tests/test_distance_weighted.py. See README.
 """
 import json
 import math
@@ -16,12 +16,12 @@ import torch.nn.functional as F
 import train.DAIH.loss as daih_loss
 from train.DAIH.clustering import kmeans_labels, standardize_by_labels
 from train.DAIH.loss import DecorrelationLoss, MarginLoss, anchor_beta, grad_reverse, margin_triplet_loss, metric_loss
-from train.DAIH.miner import inverse_sphere_weights, row_profile_distances, sample_triplets
+from train.DAIH.miner import sample_triplets
+from train.distance_weighted import inverse_sphere_weights, profile_distances
 from utils.errors import UserError
 
 HERE = Path(__file__).parent
 REF = json.loads((HERE / "reference_fixtures.json").read_text())
-IND = json.loads((HERE / "independent_fixtures.json").read_text())["miner_numpy"]
 F64 = torch.float64
 
 X = [[0.9, -0.2, 0.5, -0.7], [0.4, 0.3, -0.6, -0.1], [-0.5, 0.8, -0.2, 0.3], [-0.3, -0.6, 0.7, 0.9],
@@ -206,32 +206,11 @@ def test_decorrelation_reverses_input_gradients_only():
         assert torch.allclose(a, b)
 
 
-# ---------------------------------------------------------------- reconstructed miner: independent NumPy fixtures
+# ---------------------------------------------------------------- reconstructed miner (its weights:
+# tests/test_distance_weighted.py)
 def distance_rows(cross=False):
     x, y = F.normalize(t(X), dim=-1), F.normalize(t(Y), dim=-1)
     return torch.cdist(x, y if cross else x)
-
-
-SHARES = (t(LABELS) @ t(LABELS).T) > 0
-
-
-@pytest.mark.parametrize("key, cross, dim", [("embeddings_intra", False, 4), ("embeddings_cross", True, 4),
-                                             ("embeddings_intra_dim64", False, 64)])
-def test_inverse_sphere_weights_match_numpy(key, cross, dim):
-    close(inverse_sphere_weights(distance_rows(cross), SHARES, dim), IND[key], rtol=1e-9, atol=1e-15)
-
-
-def test_distance_matrix_mode_weights_match_numpy():
-    profile = row_profile_distances(distance_rows())
-    close(inverse_sphere_weights(profile, SHARES, 5), IND["distance_matrix_intra"], rtol=1e-9, atol=1e-15)
-
-
-def test_weights_follow_the_closed_form_on_the_sphere():
-    # n = 3: 1/q(d) ∝ d^{-1} (cutoff 0.5): weights ∝ 1/max(d, 0.5)
-    d = t([[0.0, 0.3, 1.0, 2.0]])
-    positives = torch.tensor([[True, False, False, False]])
-    expected = torch.tensor([0.0, 2.0, 1.0, 0.5], dtype=F64)
-    close(inverse_sphere_weights(d, positives, 3)[0], expected / expected.sum())
 
 
 def test_sampled_triplets_respect_labels_and_skip_rows_without_negatives():
@@ -265,12 +244,17 @@ def test_sampling_is_deterministic_under_a_generator():
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
-def test_distance_matrix_mode_uses_row_profiles():
+def test_distance_matrix_mode_draws_from_row_profile_weights():
     d = distance_rows()
-    profile = row_profile_distances(d)
-    assert torch.allclose(profile[0, 1], (d[0] - d[1]).norm())
     with pytest.raises(ValueError, match="miner input"):
         sample_triplets(d, t(LABELS), 4, mode="profile")
+    weights = inverse_sphere_weights(profile_distances(d), (t(LABELS) @ t(LABELS).T) > 0, 5)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        a, _, n = sample_triplets(d, t(LABELS), 4, mode="distance_matrix", generator=g)
+        assert torch.all(weights[a, n] > 0)
+    a, _, n = sample_triplets(d, t(LABELS), 4, mode="distance_matrix", generator=g)
+    assert n[a == 1].tolist() == [3]  # row 1's only negative
 
 
 # ---------------------------------------------------------------- edge cases and properties
