@@ -293,6 +293,11 @@ def test_config_defaults():
     assert (cfg.hgnn_hidden, cfg.tau, cfg.alpha, cfg.dtsh_margin, cfg.quantization_weight) == (1024, 27, 0.1, 0.5, 0.1)
     assert (cfg.sr_margin, cfg.sr_scale, cfg.distribution_weight) == (3.0, 10.0, 0.0)
     assert Trainer.distributed == "exact"
+    demo = Trainer.Config.defaults_for("demo")
+    assert (demo["head_init"], demo["self_ranking_weight"], demo["epochs"], demo["backbone"]) == \
+        ("default", 0.1, 15, "tiny")
+    for name in ("coco", "flickr25k", "nuswide"):
+        assert not {"head_init", "self_ranking_weight"} & set(Trainer.Config.defaults_for(name))
 
 
 def test_one_bertadam_covers_the_model_and_the_criterion_at_their_rates():
