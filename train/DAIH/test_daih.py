@@ -389,7 +389,8 @@ def test_config_reference_defaults_and_inapplicable_options():
         (10.0, 512, 1e-5, 1e-6)
     assert (cfg.n_clusters, cfg.cluster_update_every, cfg.class_step_probability,
             cfg.auxiliary_step_probability) == (10, 3, 1.0, 0.8)
-    assert {"head_init", "head_dropout", "warmup_proportion", "max_grad_norm"} <= set(Trainer.Config.inapplicable)
+    assert {"head_init", "head_dropout", "max_grad_norm"} <= set(Trainer.Config.inapplicable)
+    assert cfg.lr_schedule == "constant"
     with pytest.raises(UserError, match="auxiliary-step-probability"):
         Trainer.Config(auxiliary_step_probability=1.5)
 
@@ -512,3 +513,20 @@ def test_cluster_ids_survive_a_checkpoint():
     assert torch.equal(other.cluster_ids, trainer.cluster_ids)
     other.load_extra_state({})  # a checkpoint without ids leaves them
     assert other.cluster_ids is not None
+
+
+def test_learning_rate_schedule_follows_the_global_step():
+    from utils.optim import warmup_cosine
+
+    constant = daih_trainer()
+    constant.global_step = 7
+    constant.set_learning_rates()
+    assert [g["lr"] for g in constant.optimizer.param_groups] == [1e-2, 1e-2, 1e-2, 1e-2, 1e-2]
+    trainer = daih_trainer(lr_schedule="warmup_cosine", warmup_proportion=0.2, epochs=2, beta_lr=5e-3)
+    total = trainer.steps_per_epoch * 2  # 20 steps, 4 of warmup
+    for step in (0, 2, 4, 13):
+        trainer.global_step = step
+        trainer.set_learning_rates()
+        factor = warmup_cosine(step / total, 0.2)
+        assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
+            [1e-2 * factor] * 3 + [5e-3 * factor] * 2)

@@ -15,12 +15,14 @@ from train.data import train_loader
 from train.distance_weighted import LOWER_CUTOFF, MINER_INPUTS
 from train.evaluator import Batch
 from utils.config import option, require
+from utils.optim import schedule_factor
 
 from .clustering import kmeans_labels, standardize_by_labels
 from .loss import DAIHLoss
 from .miner import POSITIVE_SAMPLING
 from .model import DAIHModel
 
+LR_SCHEDULES = ("constant", "warmup_cosine")
 # streams of `step_generator`: the two gates, the class step's miner, the auxiliary step's miner
 GATES, CLASS_MINER, AUXILIARY_MINER = 0, 1, 2
 LOGGED = ("class_metric", "class_decorrelation", "auxiliary_metric", "auxiliary_decorrelation", "auxiliary_steps")
@@ -49,13 +51,15 @@ class DAIHConfig(BaseConfig):
     n_clusters: int = option(10, "k-means clusters per modality (the auxiliary task's surrogate labels)")
     cluster_update_every: int = option(3, "recluster the auxiliary embeddings after every N epochs")
     kmeans_iterations: int = option(20, "Lloyd iterations of each k-means")
+    lr_schedule: str = option("constant", "learning-rate schedule of the Adam groups: constant (the reference) or "
+                                          "warmup_cosine (linear warmup over --warmup-proportion of the steps, then "
+                                          "cosine decay, as BertAdam's)", choices=LR_SCHEDULES)
     class_step_probability: float = option(1.0, "probability of the class step in an iteration")
     auxiliary_step_probability: float = option(0.8, "probability of the auxiliary step in an iteration")
 
     defaults = {"epochs": 100, "batch_size": 128, "output_dim": 32, "clip_lr": 1e-5}
     inapplicable = {"head_init": "DAIH's heads keep PyTorch's initialisation",
                     "head_dropout": "DAIH's heads have no dropout",
-                    "warmup_proportion": "DAIH trains with plain Adam without a schedule",
                     "max_grad_norm": "DAIH does not clip gradients"}
     dataset_defaults = {"demo": dict(output_dim=64, weight_decay=4e-4)}
 
@@ -107,7 +111,19 @@ class Trainer(HashTrainer):
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         """One plain Adam (no schedule, no clipping) over `param_groups()`, as the reference."""
-        return torch.optim.Adam([g for g in self.param_groups() if g["params"]], lr=self.cfg.lr)
+        groups = [{**g, "base_lr": g["lr"]} for g in self.param_groups() if g["params"]]
+        return torch.optim.Adam(groups, lr=self.cfg.lr)
+
+    def set_learning_rates(self) -> None:
+        """Under `--lr-schedule warmup_cosine`: every group's rate is its base rate times the schedule's factor at
+        this global step (a function of the step alone, so --resume continues the schedule)."""
+        cfg = self.cfg
+        if cfg.lr_schedule == "constant":
+            return
+        factor = schedule_factor(self.global_step, self.steps_per_epoch * cfg.epochs, cfg.warmup_proportion,
+                                 cfg.lr_schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
 
     # ------------------------------------------------------------------ steps
     def optimization_step(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -115,6 +131,7 @@ class Trainer(HashTrainer):
         `auxiliary_step_probability`) on the next batches of the two auxiliary loaders, each with its own backward
         and Adam step. The auxiliary batches are drawn in every iteration (the reference zips the three loaders)."""
         cfg = self.cfg
+        self.set_learning_rates()
         gates = torch.rand(2, generator=self.step_generator(GATES), device=self.device).tolist()
         auxiliary = next(self.auxiliary_batches)
         zero = torch.zeros((), device=self.device)
