@@ -61,7 +61,11 @@ class DAIHConfig(BaseConfig):
     inapplicable = {"head_init": "DAIH's heads keep PyTorch's initialisation",
                     "head_dropout": "DAIH's heads have no dropout",
                     "max_grad_norm": "DAIH does not clip gradients"}
-    dataset_defaults = {"demo": dict(output_dim=64, weight_decay=4e-4)}
+    # The demo's from-scratch backbone: k-means of random features make the auxiliary task noise at first, and the
+    # full adversarial weight slows the class embedding (measured, README section Demo).
+    dataset_defaults = {"demo": dict(output_dim=64, weight_decay=4e-4, epochs=30, lr_schedule="warmup_cosine",
+                                     miner_positives="all", miner_cutoff=1.4, adversarial_weight=1.0,
+                                     auxiliary_step_probability=0.3)}
 
     def validate(self) -> None:
         super().validate()
