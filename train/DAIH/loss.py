@@ -39,10 +39,10 @@ class MarginLoss(nn.Module):
     """
 
     def __init__(self, num_classes: int, beta: float = 1.2, margin: float = 0.2, cutoff: float = 0.5,
-                 miner_input: str = "embeddings"):
+                 miner_input: str = "embeddings", positives: str = "one"):
         super().__init__()
         self.beta = nn.Parameter(torch.full((num_classes,), float(beta)))
-        self.margin, self.cutoff, self.miner_input = margin, cutoff, miner_input
+        self.margin, self.cutoff, self.miner_input, self.positives = margin, cutoff, miner_input, positives
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor, y: torch.Tensor | None = None,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
@@ -50,7 +50,7 @@ class MarginLoss(nn.Module):
         with float32_region(x, labels, x if y is None else y) as (x, labels, y):
             distances = torch.cdist(x, y)
             anchors, positives, negatives = sample_triplets(distances.detach(), labels, x.shape[1], self.miner_input,
-                                                            self.cutoff, generator)
+                                                            self.cutoff, generator, self.positives)
             loss = margin_triplet_loss(distances, anchor_beta(self.beta, labels), anchors, positives, negatives,
                                        self.margin)
         return loss, len(anchors)
@@ -101,3 +101,40 @@ class DecorrelationLoss(nn.Module):
             c = F.normalize(grad_reverse(cls), dim=-1)
             r = F.normalize(self.regressor(F.normalize(grad_reverse(aux), dim=-1)), dim=-1)
             return -(c * r).square().mean()
+
+
+class DAIHLoss(nn.Module):
+    """The learnable parts of DAIH's losses (checkpointed) and the losses of its two steps.
+
+    β of the class margin loss (C,), β of the auxiliary margin loss (n_clusters,, shared by both modalities) and
+    one decorrelation regressor shared by both modalities.
+    """
+
+    def __init__(self, bits: int, num_classes: int, n_clusters: int, beta: float = 1.2, margin: float = 0.2,
+                 cutoff: float = 0.5, miner_input: str = "embeddings", hidden: int = 512,
+                 adversarial_weight: float = 10.0, positives: str = "one"):
+        super().__init__()
+        self.cls = MarginLoss(num_classes, beta, margin, cutoff, miner_input, positives)
+        self.aux = MarginLoss(n_clusters, beta, margin, cutoff, miner_input, positives)
+        self.decorrelation = DecorrelationLoss(bits, hidden=hidden)
+        self.adversarial_weight = adversarial_weight
+
+    def class_step(self, image_cls: torch.Tensor, image_aux: torch.Tensor, text_cls: torch.Tensor,
+                   text_aux: torch.Tensor, labels: torch.Tensor,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """metric_loss(ML_cls, L, x_cls, y_cls) + w · (L_dec(x_cls, x_aux) + L_dec(y_cls, y_aux))."""
+        metric = metric_loss(self.cls, labels, image_cls, text_cls, generator)
+        decorrelation = self.decorrelation(image_cls, image_aux) + self.decorrelation(text_cls, text_aux)
+        return {"loss": metric + self.adversarial_weight * decorrelation, "class_metric": metric,
+                "class_decorrelation": decorrelation}
+
+    def auxiliary_step(self, image_cls: torch.Tensor, image_aux: torch.Tensor, image_clusters: torch.Tensor,
+                       text_cls: torch.Tensor, text_aux: torch.Tensor, text_clusters: torch.Tensor,
+                       generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """ML_aux(x'_aux; clusters_I) + ML_aux(y''_aux; clusters_T) + w · (L_dec(x'_cls, x'_aux) + L_dec(y''_cls,
+        y''_aux)) on an image batch and an independent text batch; clusters as one-hot rows."""
+        metric = (metric_loss(self.aux, image_clusters, image_aux, generator=generator)
+                  + metric_loss(self.aux, text_clusters, text_aux, generator=generator))
+        decorrelation = self.decorrelation(image_cls, image_aux) + self.decorrelation(text_cls, text_aux)
+        return {"loss": metric + self.adversarial_weight * decorrelation, "auxiliary_metric": metric,
+                "auxiliary_decorrelation": decorrelation}

@@ -1,8 +1,8 @@
 """DAIH tests.
 
 reference_fixtures.json: computed by the reference's own loss.py / utils.py (QinLab-WFU/DAIH @e1e2ba3; the missing
-miner replaced by injected triplets). independent_fixtures.json: the reconstructed miner's weights, computed
-independently in float64 NumPy from Wu et al.'s formula (the reference's miner is missing). See README.
+miner replaced by injected triplets). The reconstructed miner's weights (train/distance_weighted.py) are checked
+against independent float64 NumPy values in tests/test_distance_weighted.py. See README.
 """
 import json
 import math
@@ -16,12 +16,12 @@ import torch.nn.functional as F
 import train.DAIH.loss as daih_loss
 from train.DAIH.clustering import kmeans_labels, standardize_by_labels
 from train.DAIH.loss import DecorrelationLoss, MarginLoss, anchor_beta, grad_reverse, margin_triplet_loss, metric_loss
-from train.DAIH.miner import inverse_sphere_weights, row_profile_distances, sample_triplets
+from train.DAIH.miner import sample_triplets
+from train.distance_weighted import inverse_sphere_weights, profile_distances
 from utils.errors import UserError
 
 HERE = Path(__file__).parent
 REF = json.loads((HERE / "reference_fixtures.json").read_text())
-IND = json.loads((HERE / "independent_fixtures.json").read_text())["miner_numpy"]
 F64 = torch.float64
 
 X = [[0.9, -0.2, 0.5, -0.7], [0.4, 0.3, -0.6, -0.1], [-0.5, 0.8, -0.2, 0.3], [-0.3, -0.6, 0.7, 0.9],
@@ -206,32 +206,11 @@ def test_decorrelation_reverses_input_gradients_only():
         assert torch.allclose(a, b)
 
 
-# ---------------------------------------------------------------- reconstructed miner: independent NumPy fixtures
+# ---------------------------------------------------------------- reconstructed miner (its weights:
+# tests/test_distance_weighted.py)
 def distance_rows(cross=False):
     x, y = F.normalize(t(X), dim=-1), F.normalize(t(Y), dim=-1)
     return torch.cdist(x, y if cross else x)
-
-
-SHARES = (t(LABELS) @ t(LABELS).T) > 0
-
-
-@pytest.mark.parametrize("key, cross, dim", [("embeddings_intra", False, 4), ("embeddings_cross", True, 4),
-                                             ("embeddings_intra_dim64", False, 64)])
-def test_inverse_sphere_weights_match_numpy(key, cross, dim):
-    close(inverse_sphere_weights(distance_rows(cross), SHARES, dim), IND[key], rtol=1e-9, atol=1e-15)
-
-
-def test_distance_matrix_mode_weights_match_numpy():
-    profile = row_profile_distances(distance_rows())
-    close(inverse_sphere_weights(profile, SHARES, 5), IND["distance_matrix_intra"], rtol=1e-9, atol=1e-15)
-
-
-def test_weights_follow_the_closed_form_on_the_sphere():
-    # n = 3: 1/q(d) ∝ d^{-1} (cutoff 0.5): weights ∝ 1/max(d, 0.5)
-    d = t([[0.0, 0.3, 1.0, 2.0]])
-    positives = torch.tensor([[True, False, False, False]])
-    expected = torch.tensor([0.0, 2.0, 1.0, 0.5], dtype=F64)
-    close(inverse_sphere_weights(d, positives, 3)[0], expected / expected.sum())
 
 
 def test_sampled_triplets_respect_labels_and_skip_rows_without_negatives():
@@ -243,6 +222,19 @@ def test_sampled_triplets_respect_labels_and_skip_rows_without_negatives():
         a, p, n = sample_triplets(torch.cdist(x, x), labels, 8, generator=g)
         assert torch.equal(a, torch.tensor([0, 1, 2, 4, 5]))  # row 3 has no label; every other has a positive
         assert torch.all(shares[a, p]) and torch.all(p != a) and not torch.any(shares[a, n])
+
+
+def test_all_positives_mode_pairs_every_positive_with_a_negative():
+    labels = t([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0], [0, 1, 1]])
+    g = torch.Generator().manual_seed(0)
+    x = F.normalize(torch.randn(6, 8, dtype=F64, generator=g), dim=1)
+    shares = (labels @ labels.T) > 0
+    a, p, n = sample_triplets(torch.cdist(x, x), labels, 8, generator=g, positives="all")
+    expected = [(i, j) for i in range(6) for j in range(6) if i != j and shares[i, j] and i != 3]
+    assert list(zip(a.tolist(), p.tolist())) == expected
+    assert not torch.any(shares[a, n])
+    with pytest.raises(ValueError, match="positive sampling"):
+        sample_triplets(torch.cdist(x, x), labels, 8, positives="some")
 
 
 def test_negative_frequencies_follow_the_weights():
@@ -265,12 +257,17 @@ def test_sampling_is_deterministic_under_a_generator():
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
-def test_distance_matrix_mode_uses_row_profiles():
+def test_distance_matrix_mode_draws_from_row_profile_weights():
     d = distance_rows()
-    profile = row_profile_distances(d)
-    assert torch.allclose(profile[0, 1], (d[0] - d[1]).norm())
     with pytest.raises(ValueError, match="miner input"):
         sample_triplets(d, t(LABELS), 4, mode="profile")
+    weights = inverse_sphere_weights(profile_distances(d), (t(LABELS) @ t(LABELS).T) > 0, 5)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        a, _, n = sample_triplets(d, t(LABELS), 4, mode="distance_matrix", generator=g)
+        assert torch.all(weights[a, n] > 0)
+    a, _, n = sample_triplets(d, t(LABELS), 4, mode="distance_matrix", generator=g)
+    assert n[a == 1].tolist() == [3]  # row 1's only negative
 
 
 # ---------------------------------------------------------------- edge cases and properties
@@ -340,3 +337,202 @@ def test_standardize_equals_loop_and_rejects_unlabelled_samples():
         standardize_by_labels(x, torch.zeros(7, 3))
     assert math.isfinite(float(standardize_by_labels(x.float(), labels).abs().max()))
     assert np.isfinite(kmeans_labels(standardize_by_labels(x, labels), 2).numpy()).all()
+
+
+# ---------------------------------------------------------------- trainer
+def daih_trainer(**options):
+    from train.DAIH import Trainer
+    from train.testing import StubBackbone, build_trainer
+
+    labels = torch.eye(3)[torch.arange(24) % 3]
+    labels[::4, 1] = 1  # some samples with two labels
+    options = {"output_dim": 8, "n_clusters": 3, "adversarial_hidden": 6, "lr": 1e-2, "clip_lr": 1e-2,
+               "beta_lr": 1e-2, "adversarial_lr": 1e-2, **options}
+    trainer = build_trainer(Trainer, backbone=StubBackbone(embed_dim=10), train_labels=labels, **options)
+    trainer.cluster_ids = torch.stack([torch.arange(24) % 3, (torch.arange(24) // 2) % 3])
+    return trainer
+
+
+def labelled_batch(trainer, rows=8, seed=0):
+    from train.testing import stub_batch
+
+    batch = stub_batch(trainer, rows=rows, seed=seed)
+    batch["label"] = trainer.train_labels[:rows].clone()
+    return batch
+
+
+def auxiliary_batches(trainer, count, rows=8):
+    from train.testing import stub_batch
+
+    for i in range(count):
+        image, text = stub_batch(trainer, rows, seed=100 + i), stub_batch(trainer, rows, seed=200 + i)
+        image["index"], text["index"] = torch.arange(rows) + 3, torch.arange(rows).flip(0) + 10
+        yield trainer.auxiliary_batch(image, text)
+
+
+def snapshot(module):
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def moved(module, before):
+    return {name for name, p in module.named_parameters() if not torch.equal(p.detach(), before[name])}
+
+
+def test_config_reference_defaults_and_inapplicable_options():
+    from train.DAIH import Trainer
+
+    cfg = Trainer.Config()
+    assert (cfg.epochs, cfg.batch_size, cfg.output_dim, cfg.lr, cfg.clip_lr, cfg.weight_decay) == \
+        (100, 128, 32, 1e-5, 1e-5, 4e-4)
+    assert (cfg.beta, cfg.beta_lr, cfg.margin, cfg.miner_input, cfg.miner_cutoff) == (1.2, 5e-4, 0.2, "embeddings", 0.5)
+    assert (cfg.adversarial_weight, cfg.adversarial_hidden, cfg.adversarial_lr, cfg.adversarial_weight_decay) == \
+        (10.0, 512, 1e-5, 1e-6)
+    assert (cfg.n_clusters, cfg.cluster_update_every, cfg.class_step_probability,
+            cfg.auxiliary_step_probability) == (10, 3, 1.0, 0.8)
+    assert {"head_init", "head_dropout", "max_grad_norm"} <= set(Trainer.Config.inapplicable)
+    assert cfg.lr_schedule == "constant"
+    with pytest.raises(UserError, match="auxiliary-step-probability"):
+        Trainer.Config(auxiliary_step_probability=1.5)
+    demo = Trainer.Config.defaults_for("demo")
+    assert (demo["epochs"], demo["lr_schedule"], demo["miner_positives"], demo["miner_cutoff"],
+            demo["adversarial_weight"], demo["auxiliary_step_probability"], demo["backbone"]) == \
+        (30, "warmup_cosine", "all", 1.4, 1.0, 0.3, "tiny")
+    for name in ("coco", "flickr25k", "nuswide"):
+        assert not {"lr_schedule", "miner_positives", "adversarial_weight"} & set(Trainer.Config.defaults_for(name))
+
+
+def test_model_has_two_normalised_heads_per_modality_and_codes_are_the_class_signs():
+    trainer = daih_trainer()
+    batch = labelled_batch(trainer)
+    model = trainer.model
+    for embed, data in ((model.embed_image, batch["image"]), (model.embed_text, batch["text"])):
+        cls, aux = embed(data)
+        assert cls.shape == aux.shape == (8, 8)
+        assert torch.allclose(cls.norm(dim=1), torch.ones(8)) and torch.allclose(aux.norm(dim=1), torch.ones(8))
+        assert not torch.allclose(cls, aux)
+    image, text = trainer.encode(batch)["8"]
+    assert torch.equal(image, torch.where(model.embed_image(batch["image"])[0] >= 0, 1.0, -1.0))
+    assert set(text.unique().tolist()) <= {-1.0, 1.0}
+
+
+def test_one_plain_adam_with_the_reference_groups():
+    trainer = daih_trainer(lr=1e-4, clip_lr=2e-4, weight_decay=3e-4, beta_lr=5e-4, adversarial_lr=6e-4,
+                           adversarial_weight_decay=1e-6)
+    assert len(trainer.optimizers) == 1 and type(trainer.optimizer) is torch.optim.Adam
+    groups = trainer.optimizer.param_groups
+    assert [(g["lr"], g["weight_decay"]) for g in groups] == [(2e-4, 3e-4), (1e-4, 3e-4), (6e-4, 1e-6), (5e-4, 0.0),
+                                                             (5e-4, 0.0)]
+    ids = [id(p) for g in groups for p in g["params"]]
+    every = [*trainer.model.parameters(), *trainer.criterion.parameters()]
+    assert sorted(ids) == sorted(id(p) for p in every)  # each parameter in exactly one group
+    assert groups[3]["params"][0] is trainer.criterion.cls.beta and groups[4]["params"][0] is trainer.criterion.aux.beta
+
+
+@pytest.mark.parametrize("class_p, aux_p", [(1.0, 0.0), (0.0, 1.0), (1.0, 1.0)])
+def test_gated_steps_move_what_their_losses_reach(class_p, aux_p):
+    trainer = daih_trainer(class_step_probability=class_p, auxiliary_step_probability=aux_p)
+    trainer.auxiliary_batches = auxiliary_batches(trainer, 1)
+    before, model_before = snapshot(trainer.criterion), snapshot(trainer.model)
+    out = trainer.optimization_step(labelled_batch(trainer))
+    changed = moved(trainer.criterion, before)
+    assert ("cls.beta" in changed) == bool(class_p) and ("aux.beta" in changed) == bool(aux_p)
+    assert any(name.startswith("decorrelation.") for name in changed)
+    assert any(name.startswith("backbone.") for name in moved(trainer.model, model_before))
+    steps = trainer.optimizer.state[trainer.criterion.decorrelation.regressor[0].weight]["step"]
+    assert int(steps) == int(class_p) + int(aux_p)  # one Adam step per taken task
+    assert float(out["auxiliary_steps"]) == aux_p
+    assert (float(out["class_metric"]) > 0) == bool(class_p) and (float(out["auxiliary_metric"]) > 0) == bool(aux_p)
+    assert next(trainer.auxiliary_batches, None) is None  # the auxiliary batch is drawn in every iteration
+
+
+def test_gates_come_from_the_step_generator():
+    trainer = daih_trainer(lr=0.0, clip_lr=0.0, beta_lr=0.0, adversarial_lr=0.0)
+    trainer.auxiliary_batches = auxiliary_batches(trainer, 30)
+    taken = []
+    for step in range(30):
+        trainer.global_step = step
+        taken.append(float(trainer.optimization_step(labelled_batch(trainer))["auxiliary_steps"]))
+    expected = []
+    for step in range(30):
+        trainer.global_step = step
+        expected.append(float(torch.rand(2, generator=trainer.step_generator(0))[1] < 0.8))
+    assert taken == expected and 0 < sum(taken) < 30
+
+
+def test_auxiliary_step_labels_each_modality_with_its_cluster_ids(monkeypatch):
+    trainer = daih_trainer()
+    seen = {}
+
+    def capture(image_cls, image_aux, image_clusters, text_cls, text_aux, text_clusters, generator=None):
+        seen.update(image=image_clusters, text=text_clusters)
+        return {"loss": image_aux.sum() + text_aux.sum()}
+
+    monkeypatch.setattr(trainer.criterion, "auxiliary_step", capture)
+    batch = next(auxiliary_batches(trainer, 1))
+    trainer.training_step(batch)
+    assert torch.equal(seen["image"], F.one_hot(trainer.cluster_ids[0][batch["image_index"]], 3).float())
+    assert torch.equal(seen["text"], F.one_hot(trainer.cluster_ids[1][batch["text_index"]], 3).float())
+
+
+def test_clusters_before_training_and_after_every_third_epoch(monkeypatch):
+    trainer = daih_trainer()
+    g = torch.Generator().manual_seed(0)
+    centres = torch.eye(3, 10) * 5
+    groups = torch.arange(24) // 8
+    features = {"features": (centres[groups] + 0.1 * torch.randn(24, 10, generator=g),
+                             centres[groups.flip(0)] + 0.1 * torch.randn(24, 10, generator=g)),
+                "auxiliary": (centres[(groups + 1) % 3, :8] + 0.1 * torch.randn(24, 8, generator=g),
+                              centres[groups, :8] + 0.1 * torch.randn(24, 8, generator=g))}
+    calls = []
+
+    def embeddings(kind):
+        calls.append(kind)
+        return features[kind]
+
+    monkeypatch.setattr(trainer, "training_set_embeddings", embeddings)
+    monkeypatch.setattr(trainer, "auxiliary_iterator", lambda epoch: iter(()))
+    trainer.cluster_ids = None
+    trainer.on_epoch_start(0)
+    assert calls == ["features"] and trainer.cluster_ids.shape == (2, 24)
+    initial = trainer.cluster_ids.clone()
+    labels = trainer.train_labels
+    for m, rows in enumerate(features["features"]):  # normalised, standardised by class, k-means
+        expected = kmeans_labels(standardize_by_labels(F.normalize(rows, dim=1), labels), 3, seed=m)  # seed 0, epoch 0
+        assert torch.equal(initial[m], expected)
+    for epoch in range(6):
+        trainer.on_epoch_end(epoch)
+    assert calls == ["features", "auxiliary", "auxiliary"]  # after epochs 3 and 6 (1-based)
+    assert len(set(zip(((groups + 1) % 3).tolist(), trainer.cluster_ids[0].tolist()))) == 3
+    trainer.on_epoch_start(1)  # a later epoch keeps the ids (e.g. after --resume)
+    assert calls[-1] == "auxiliary"
+    again = daih_trainer()
+    monkeypatch.setattr(again, "training_set_embeddings", embeddings)
+    assert torch.equal(again.initial_clusters(), initial)  # seeded: every process computes the same ids
+
+
+def test_cluster_ids_survive_a_checkpoint():
+    trainer = daih_trainer()
+    state = trainer.extra_state()
+    other = daih_trainer()
+    other.cluster_ids = None
+    other.load_extra_state(state)
+    assert torch.equal(other.cluster_ids, trainer.cluster_ids)
+    other.load_extra_state({})  # a checkpoint without ids leaves them
+    assert other.cluster_ids is not None
+
+
+def test_learning_rate_schedule_follows_the_global_step():
+    from utils.optim import warmup_cosine
+
+    constant = daih_trainer()
+    constant.global_step = 7
+    constant.set_learning_rates()
+    assert [g["lr"] for g in constant.optimizer.param_groups] == [1e-2, 1e-2, 1e-2, 1e-2, 1e-2]
+    trainer = daih_trainer(lr_schedule="warmup_cosine", warmup_proportion=0.2, epochs=2, beta_lr=5e-3)
+    total = trainer.steps_per_epoch * 2  # 20 steps, 4 of warmup
+    for step in (0, 2, 4, 13):
+        trainer.global_step = step
+        trainer.set_learning_rates()
+        factor = warmup_cosine(step / total, 0.2)
+        assert [g["lr"] for g in trainer.optimizer.param_groups] == pytest.approx(
+            [1e-2 * factor] * 3 + [5e-3 * factor] * 2)

@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .miner import LOWER_CUTOFF, MINER_INPUTS, POSITIVE_SAMPLING, sample_triplets
+from train.distance_weighted import LOWER_CUTOFF, MINER_INPUTS
+
+from .miner import POSITIVE_SAMPLING, sample_triplets
 
 
 class MarginLoss(nn.Module):

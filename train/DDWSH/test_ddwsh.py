@@ -1,13 +1,13 @@
-"""DDWSH fixtures (README: Fixtures), miner properties and the margin loss."""
+"""DDWSH fixtures (README: Fixtures), miner properties and the margin loss (the sampling weights themselves:
+tests/test_distance_weighted.py)."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from train.common import label_similarity
 from train.DDWSH.loss import MarginLoss
-from train.DDWSH.miner import inverse_sphere_weights, mining_distances, profile_distances, sample_triplets
+from train.DDWSH.miner import sample_triplets
 
 
 def t(values):
@@ -27,64 +27,9 @@ X5 = [[1, 0, 0], [0.8, 0.6, 0], [0, 1, 0], [0, 0.6, 0.8], [-0.6, 0, 0.8]]
 LABELS5 = [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 1, 0]]
 
 
-def anchor0_weights(mode):
-    x = t(X5)
-    distances = torch.cdist(x, x).clamp_min(1e-8)
-    shares = (t(LABELS5) @ t(LABELS5).T) > 0
-    source, dim = mining_distances(distances, mode, 3)
-    return source[0], inverse_sphere_weights(source, shares, dim)[0]
-
-
-def test_miner_weights_embeddings_input_fixture():
-    source, q = anchor0_weights("embeddings")
-    assert source.clamp_min(0.5).tolist() == pytest.approx([0.5, 0.63245553, 1.41421354, 1.41421354, 1.78885448],
-                                                           abs=1e-7)
-    assert q.tolist() == pytest.approx([0, 0, 0.35834983, 0.35834983, 0.28330037], abs=1e-7)
-    d = source[2:]
-    assert q[2:].tolist() == pytest.approx((1 / d / (1 / d).sum()).tolist(), abs=1e-12)  # q ∝ 1/d for dim 3
-
-
-def test_miner_weights_distance_matrix_input_fixture():
-    source, q = anchor0_weights("distance_matrix")
-    # the reference's values carry its float32 rounding (up to 4.5e-7 here); float64 is used
-    assert source.clamp_min(0.5).tolist() == pytest.approx([0.5, 1.07464206, 2.1164031, 2.32450151, 2.81136394],
-                                                           abs=1e-6)
-    assert q.tolist() == pytest.approx([0, 0, 0.45842621, 0.34599897, 0.19557483], abs=1e-6)
-
-
-def reference_weights(distances, positives, dim):
-    """The reference recipe in NumPy: zero log q on positives, subtract the row max, exp, zero, normalise."""
-    d = np.maximum(distances, 0.5)
-    log_q = (2.0 - dim) * np.log(d) - ((dim - 3) / 2) * np.log(np.maximum(1.0 - 0.25 * d * d, 1e-8))
-    log_q[positives] = 0
-    q = np.exp(log_q - log_q.max(axis=1, keepdims=True))
-    q[positives] = 0
-    return q / q.sum(axis=1, keepdims=True)
-
-
-@pytest.mark.parametrize("dim", [16, 128])
-def test_weights_sum_to_one_zero_on_positives_and_finite(dim):
-    gen = torch.Generator().manual_seed(dim)
-    x = torch.randn(24, 8, generator=gen, dtype=torch.float64)
-    labels = (torch.rand(24, 5, generator=gen) < 0.3).double()
-    labels[:, 0] += labels.sum(dim=1) == 0
-    shares = label_similarity(labels)
-    source = profile_distances(torch.cdist(x, x))
-    q = inverse_sphere_weights(source, shares, dim)
-    assert torch.isfinite(q).all()
-    assert (q[shares] == 0).all()
-    has_negative = (~shares).any(dim=1)
-    assert q.sum(dim=1)[has_negative].tolist() == pytest.approx([1.0] * int(has_negative.sum()), abs=1e-12)
-    expected = reference_weights(source.numpy(), shares.numpy(), dim)
-    assert np.allclose(q.numpy()[has_negative.numpy()], expected[has_negative.numpy()], atol=1e-12)
-
-
 def test_anchor_with_only_positives_is_skipped():
     x = t([[1, 0], [0, 1], [1, 1]])
     labels = t([[1, 0], [1, 1], [0, 1]])  # every pair with row 1 shares a label
-    shares = label_similarity(labels)
-    q = inverse_sphere_weights(torch.cdist(x, x), shares, 16)
-    assert q[1].tolist() == [0, 0, 0]
     _, _, valid = sample_triplets(torch.cdist(x, x), labels)
     assert valid.tolist() == [[True], [False], [True]]
 

@@ -6,10 +6,11 @@ from typing import Any
 
 from train.base import HashTrainer
 from train.config import BaseConfig
+from train.distance_weighted import LOWER_CUTOFF, MINER_INPUTS
 from utils.config import option
 
 from .loss import MarginLoss
-from .miner import LOWER_CUTOFF, MINER_INPUTS, POSITIVE_SAMPLING
+from .miner import POSITIVE_SAMPLING
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from train.common import float32_region, label_similarity
 
@@ -20,12 +21,14 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 
 def dtsh_loss(u: torch.Tensor, labels: torch.Tensor, v: torch.Tensor | None = None, margin: float = 0.5,
-              quantization: float = 0.1) -> torch.Tensor:
+              quantization: float = 0.1, max_entries: int = 1 << 24) -> torch.Tensor:
     """DTSH triplet likelihood of anchors `u` against candidates `v` (default `u`), plus q · mean (u − sign u)².
 
     θ = u vᵀ; a pair (i, j) is positive when the samples share a label (j = i included). For every row with at least
     one positive and one negative: mean over its (p, n) of softplus(−clamp(θ_ip − θ_in − margin, −100, 50));
-    the rows' mean (0 when no row qualifies).
+    the rows' mean (0 when no row qualifies). The (rows, B, B) triplet tensor is built in chunks of rows of at most
+    `max_entries` entries, each recomputed in the backward pass (gradient checkpointing), so a gathered global batch
+    of 512 needs no 134 M-entry tensors.
     """
     theta = u @ (u if v is None else v).T
     positive = label_similarity(labels)
@@ -35,10 +38,22 @@ def dtsh_loss(u: torch.Tensor, labels: torch.Tensor, v: torch.Tensor | None = No
     if not rows.any():
         return quant
     theta, positive, negative = theta[rows], positive[rows], negative[rows]
+    chunk = max(1, max_entries // theta.shape[1] ** 2)
+    if chunk >= len(theta):
+        per_row = _triplet_row_losses(theta, positive, negative, margin)
+    else:
+        per_row = torch.cat([checkpoint(_triplet_row_losses, theta[i:i + chunk], positive[i:i + chunk],
+                                        negative[i:i + chunk], margin, use_reentrant=False)
+                             for i in range(0, len(theta), chunk)])
+    return per_row.mean() + quant
+
+
+def _triplet_row_losses(theta: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                        margin: float) -> torch.Tensor:
+    """Per row: mean over its (positive p, negative n) of softplus(−clamp(θ_p − θ_n − margin, −100, 50))."""
     triple = (theta[:, :, None] - theta[:, None, :] - margin).clamp(-100, 50)
     mask = positive[:, :, None] & negative[:, None, :]
-    per_row = (F.softplus(-triple) * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2))
-    return per_row.mean() + quant
+    return (F.softplus(-triple) * mask).sum(dim=(1, 2)) / mask.sum(dim=(1, 2))
 
 
 class StructureHead(nn.Module):
@@ -93,7 +108,8 @@ class DSTHLoss(nn.Module):
 
     def __init__(self, bits: int, num_classes: int, feature_dim: int = 512, hidden: int = 1024,
                  tau: float = 27.0, alpha: float = 0.1, dtsh_margin: float = 0.5, quantization: float = 0.1,
-                 sr_margin: float = 3.0, sr_scale: float = 10.0, distribution_weight: float = 0.0):
+                 sr_margin: float = 3.0, sr_scale: float = 10.0, distribution_weight: float = 0.0,
+                 graph_weight: float = 1.0, dtsh_weight: float = 1.0, self_ranking_weight: float = 1.0):
         super().__init__()
         self.gaussians = nn.ModuleList(ClassGaussians(num_classes, bits, tau, alpha) for _ in range(2))
         self.classifiers = nn.ModuleList(HypergraphClassifier(bits, num_classes, hidden) for _ in range(2))
@@ -101,6 +117,7 @@ class DSTHLoss(nn.Module):
         self.dtsh_margin, self.quantization = dtsh_margin, quantization
         self.sr_margin, self.sr_scale = sr_margin, sr_scale
         self.distribution_weight = distribution_weight
+        self.graph_weight, self.dtsh_weight, self.self_ranking_weight = graph_weight, dtsh_weight, self_ranking_weight
 
     def graph_terms(self, modality: int, codes: torch.Tensor, labels: torch.Tensor):
         """(distribution loss, CE of the HGNN's node logits) of one modality; CE is 0 for batches under 2 samples
@@ -125,7 +142,8 @@ class DSTHLoss(nn.Module):
             dtsh = d_it + d_i + d_t
             ranking = sr_i + sr_t
             distribution = dist_i + dist_t
-            loss = graph + dtsh + ranking + self.distribution_weight * distribution
+            loss = (self.graph_weight * graph + self.dtsh_weight * dtsh + self.self_ranking_weight * ranking
+                    + self.distribution_weight * distribution)
         return {"loss": loss, "graph_ce": graph, "dtsh": dtsh, "self_ranking": ranking, "distribution": distribution}
 
     def _self_ranking(self, modality: int, features: torch.Tensor) -> torch.Tensor:

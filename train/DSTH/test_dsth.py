@@ -264,3 +264,101 @@ def test_hypergraph_classifier_is_permutation_equivariant():
 def test_soft_cross_entropy_equals_torch():
     logits, targets = torch.randn(4, 3, dtype=F64), t([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 1]])
     assert torch.allclose(soft_cross_entropy(logits, targets), F.cross_entropy(logits, targets))
+
+
+def test_dtsh_chunks_give_the_values_and_gradients_of_one_pass():
+    labels, u, v = random_batch(b=9, k=5, c=4, seed=4)
+    u, v = u.requires_grad_(True), v.requires_grad_(True)
+    whole = dtsh_loss(u, labels, v)
+    chunked = dtsh_loss(u, labels, v, max_entries=2 * 81)  # two rows per chunk (81 = 9²): checkpointed chunks
+    assert torch.allclose(whole, chunked, rtol=1e-12)
+    for a, b in zip(torch.autograd.grad(whole, [u, v]), torch.autograd.grad(chunked, [u, v])):
+        assert torch.allclose(a, b, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- trainer
+def dsth_trainer(**options):
+    from train.DSTH import Trainer
+    from train.testing import StubBackbone, build_trainer
+
+    options = {"output_dim": 8, "hgnn_hidden": 16, "head_dropout": 0.0, **options}
+    return build_trainer(Trainer, backbone=StubBackbone(embed_dim=12), num_classes=3, **options)
+
+
+def test_config_defaults():
+    from train.DSTH import Trainer
+
+    cfg = Trainer.Config()
+    assert (cfg.epochs, cfg.batch_size, cfg.head_init, cfg.lr, cfg.clip_lr) == (200, 128, "kaiming", 1e-3, 1e-5)
+    assert (cfg.hgnn_hidden, cfg.tau, cfg.alpha, cfg.dtsh_margin, cfg.quantization_weight) == (1024, 27, 0.1, 0.5, 0.1)
+    assert (cfg.sr_margin, cfg.sr_scale, cfg.distribution_weight) == (3.0, 10.0, 0.0)
+    assert Trainer.distributed == "exact"
+    demo = Trainer.Config.defaults_for("demo")
+    assert (demo["head_init"], demo["self_ranking_weight"], demo["epochs"], demo["backbone"]) == \
+        ("default", 0.1, 15, "tiny")
+    for name in ("coco", "flickr25k", "nuswide"):
+        assert not {"head_init", "self_ranking_weight"} & set(Trainer.Config.defaults_for(name))
+
+
+def test_one_bertadam_covers_the_model_and_the_criterion_at_their_rates():
+    trainer = dsth_trainer()
+    assert len(trainer.optimizers) == 1
+    groups = trainer.optimizer.param_groups
+    assert [g["lr"] for g in groups] == [1e-5, 1e-3]
+    backbone = {id(p) for p in trainer.backbone.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == backbone
+    rest = {id(p) for p in trainer.model.parameters()} - backbone | {id(p) for p in trainer.criterion.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == rest
+    assert trainer.criterion.structure[0].net[0].in_features == 12  # the backbone's feature size
+
+
+def test_one_step_trains_backbone_heads_gaussians_hypergraph_nets_and_structure_heads():
+    trainer = dsth_trainer()
+    before = {name: p.detach().clone() for name, p in trainer.criterion.named_parameters()}
+    before.update({f"model.{name}": p.detach().clone() for name, p in trainer.model.named_parameters()})
+    for _ in range(2):  # the warmup's first step has learning rate 0
+        out = trainer.optimization_step(stub_batch_with_labels(trainer))
+    assert {"loss", "graph_ce", "dtsh", "self_ranking", "distribution"} <= set(out)
+    moved = {name for name, p in [*trainer.criterion.named_parameters(),
+                                  *((f"model.{n}", p) for n, p in trainer.model.named_parameters())]
+             if not torch.equal(p.detach(), before[name])}
+    for prefix in ("model.backbone.image", "model.backbone.text", "model.image_head", "model.text_head",
+                   "gaussians.0.means", "gaussians.1.log_vars", "classifiers.0.theta1", "classifiers.1.theta2",
+                   "structure.0.net", "structure.1.net"):
+        assert any(name.startswith(prefix) for name in moved), prefix
+
+
+def stub_batch_with_labels(trainer, rows=8, seed=0):
+    from train.testing import stub_batch
+
+    batch = stub_batch(trainer, rows=rows, seed=seed)
+    batch["label"][torch.arange(rows), torch.arange(rows) % trainer.num_classes] = 1  # every sample labelled
+    return batch
+
+
+def test_the_self_ranking_term_reaches_the_backbone_through_the_features():
+    trainer = dsth_trainer()
+    out = trainer.training_step(stub_batch_with_labels(trainer))
+    grads = torch.autograd.grad(out["self_ranking"], [trainer.backbone.image.weight, trainer.backbone.text.weight])
+    assert all(g.abs().sum() > 0 for g in grads)
+    head = trainer.model.image_head.fc.weight
+    assert torch.autograd.grad(out["self_ranking"], head, allow_unused=True)[0] is None  # features, not codes
+
+
+def test_training_step_of_one_sample_gives_zero_graph_and_self_ranking_terms():
+    trainer = dsth_trainer()
+    out = trainer.training_step(stub_batch_with_labels(trainer, rows=1))
+    assert out["graph_ce"].item() == 0 and out["self_ranking"].item() == 0 and torch.isfinite(out["loss"])
+
+
+def test_encode_gives_signs_of_the_heads():
+    from utils.metrics import to_binary_codes
+
+    trainer = dsth_trainer()
+    trainer.model.eval()
+    batch = stub_batch_with_labels(trainer, rows=5)
+    codes = trainer.encode(batch)
+    image, text = codes["8"]
+    assert image.shape == text.shape == (5, 8) and set(image.unique().tolist()) <= {-1.0, 1.0}
+    expected = torch.tanh(trainer.model.image_head.fc(trainer.backbone.encode_image(batch["image"])))
+    assert torch.equal(image, to_binary_codes(expected))
