@@ -390,7 +390,7 @@ def test_config_reference_defaults_and_inapplicable_options():
     assert (cfg.n_clusters, cfg.cluster_update_every, cfg.class_step_probability,
             cfg.auxiliary_step_probability) == (10, 3, 1.0, 0.8)
     assert {"head_init", "head_dropout", "max_grad_norm"} <= set(Trainer.Config.inapplicable)
-    assert cfg.lr_schedule == "constant"
+    assert cfg.lr_schedule == "constant" and cfg.patience == 10
     with pytest.raises(UserError, match="auxiliary-step-probability"):
         Trainer.Config(auxiliary_step_probability=1.5)
     demo = Trainer.Config.defaults_for("demo")

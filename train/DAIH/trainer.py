@@ -57,7 +57,7 @@ class DAIHConfig(BaseConfig):
     class_step_probability: float = option(1.0, "probability of the class step in an iteration")
     auxiliary_step_probability: float = option(0.8, "probability of the auxiliary step in an iteration")
 
-    defaults = {"epochs": 100, "batch_size": 128, "output_dim": 32, "clip_lr": 1e-5}
+    defaults = {"epochs": 100, "batch_size": 128, "output_dim": 32, "clip_lr": 1e-5, "patience": 10}
     inapplicable = {"head_init": "DAIH's heads keep PyTorch's initialisation",
                     "head_dropout": "DAIH's heads have no dropout",
                     "max_grad_norm": "DAIH does not clip gradients"}
