@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import train.DAIH.loss as daih_loss
+from train.common import label_similarity
 from train.DAIH.clustering import kmeans_labels, standardize_by_labels
 from train.DAIH.loss import DecorrelationLoss, MarginLoss, anchor_beta, grad_reverse, margin_triplet_loss, metric_loss
 from train.DAIH.miner import sample_triplets
@@ -217,7 +218,7 @@ def test_sampled_triplets_respect_labels_and_skip_rows_without_negatives():
     labels = t([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0], [0, 1, 1]])
     g = torch.Generator().manual_seed(0)
     x = F.normalize(torch.randn(6, 8, dtype=F64, generator=g), dim=1)
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     for _ in range(50):
         a, p, n = sample_triplets(torch.cdist(x, x), labels, 8, generator=g)
         assert torch.equal(a, torch.tensor([0, 1, 2, 4, 5]))  # row 3 has no label; every other has a positive
@@ -228,7 +229,7 @@ def test_all_positives_mode_pairs_every_positive_with_a_negative():
     labels = t([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0], [1, 0, 0], [0, 1, 1]])
     g = torch.Generator().manual_seed(0)
     x = F.normalize(torch.randn(6, 8, dtype=F64, generator=g), dim=1)
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     a, p, n = sample_triplets(torch.cdist(x, x), labels, 8, generator=g, positives="all")
     expected = [(i, j) for i in range(6) for j in range(6) if i != j and shares[i, j] and i != 3]
     assert list(zip(a.tolist(), p.tolist())) == expected
@@ -242,7 +243,7 @@ def test_negative_frequencies_follow_the_weights():
     g = torch.Generator().manual_seed(1)
     x = F.normalize(torch.randn(8, 3, dtype=F64, generator=g), dim=1)
     d = torch.cdist(x, x)
-    weights = inverse_sphere_weights(d[:1], ((labels @ labels.T) > 0)[:1], 3)[0]
+    weights = inverse_sphere_weights(d[:1], (label_similarity(labels))[:1], 3)[0]
     counts = torch.zeros(8, dtype=F64)
     for _ in range(1500):
         a, _, n = sample_triplets(d, labels, 3, generator=g)

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from train.common import label_similarity
 from train.DPSaH.loss import DPSaHLoss, apply_bit_noise, balance_penalty, bit_noise, quadruplet_loss
 from train.DPSaH.trainer import DPSaHConfig, Trainer
 from train.testing import build_trainer, stub_batch
@@ -54,7 +55,7 @@ def test_fixtures_exercise_the_miner():
 def enumerated_quadruplet_loss(x, y, labels, margin):
     """The definition, quadruplet by quadruplet (the reference's get_all_quadruplets + miner + mean)."""
     d = -(F.normalize(x, dim=1) @ F.normalize(y, dim=1).T)
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     terms = []
     for a in range(len(labels)):
         positives = [j for j in range(len(labels)) if j != a and shares[a, j]]

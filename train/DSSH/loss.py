@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.common import float32_region
+from train.common import float32_region, label_overlap
 from train.DSSH import vmf
 
 Noise = tuple[torch.Tensor, torch.Tensor]
@@ -93,7 +93,7 @@ class DSSHLoss(nn.Module):
             vmf_image = self.vmf(image, labels, noise[0], generator)
             vmf_text = self.vmf(text, labels, noise[1], generator)
             vmf_mean = self.vmf((image + text) / 2, labels, noise[2], generator)
-            overlap = labels @ labels.T
+            overlap = label_overlap(labels)
             similarity = (similarity_cross_entropy(image, text, overlap) + similarity_cross_entropy(image, image, overlap)
                           + similarity_cross_entropy(text, text, overlap))
             loss = vmf_image + vmf_text + vmf_mean + similarity

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from train.common import float32_region
+from train.common import float32_region, label_overlap, label_similarity
 
 WEIGHT = 0.1
 ACTIVE = 1e-16  # a triplet counts in the mean when its weighted hinge exceeds this (reference)
@@ -30,7 +30,7 @@ def ndcg_gain(labels: torch.Tensor) -> torch.Tensor:
 
     Rows whose ideal DCG Z_a is 0 (a label row of zeros) get gain 0; the reference divides 0 by 0 there (NaN).
     """
-    shared = labels @ labels.T
+    shared = label_overlap(labels)
     ideal = shared.sort(dim=1, descending=True).values
     discount = torch.log2(torch.arange(labels.shape[0], device=labels.device, dtype=labels.dtype) + 2)
     z = ((2 ** ideal - 1) / discount).sum(dim=1, keepdim=True)
@@ -45,7 +45,7 @@ def ranking_triplet_loss(x: torch.Tensor, y: torch.Tensor, labels: torch.Tensor,
     positive in both cases, as in the reference. 0 when no triplet is active.
     """
     distance = cosine_distance(x, y)
-    shares = (labels @ labels.T) > 0
+    shares = label_similarity(labels)
     valid = shares[:, :, None] & ~shares[:, None, :]
     gain = ndcg_gain(labels)
     hinge = (weight * gain[:, :, None] * (distance[:, :, None] - distance[:, None, :] + margin)).clamp(min=0)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from train.common import label_overlap
 from train.IDGH.distribution import IntraClassDistribution, draw_noise, synthesize
 from train.IDGH.loss import idgh_loss, lambda_schedule, ndcg_gain, ranking_triplet_loss, statistics_due, synthesis_active
 from train.IDGH.trainer import IDGHConfig, Trainer
@@ -327,7 +328,7 @@ def test_ndcg_gain_ideal_ranking_scores_one():
     discount = torch.log2(torch.arange(5, dtype=torch.float64) + 2)
     ideal = (gain.sort(dim=1, descending=True).values / discount).sum(dim=1)
     torch.testing.assert_close(ideal, torch.ones(5, dtype=torch.float64))
-    shared = labels @ labels.T
+    shared = label_overlap(labels)
     assert gain[0, 3].item() == pytest.approx((2 ** 2 - 1) * gain[0, 1].item())  # s = 2 vs s = 1
     assert (gain[shared == 0] == 0).all()
 
