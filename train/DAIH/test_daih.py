@@ -397,7 +397,7 @@ def test_config_reference_defaults_and_inapplicable_options():
     demo = Trainer.Config.defaults_for("demo")
     assert (demo["epochs"], demo["lr_schedule"], demo["miner_positives"], demo["miner_cutoff"],
             demo["adversarial_weight"], demo["auxiliary_step_probability"], demo["backbone"]) == \
-        (30, "warmup_cosine", "all", 1.4, 1.0, 0.3, "tiny")
+        (40, "warmup_cosine", "all", 1.4, 1.0, 0.3, "tiny")
     for name in ("coco", "flickr25k", "nuswide"):
         assert not {"lr_schedule", "miner_positives", "adversarial_weight"} & set(Trainer.Config.defaults_for(name))
 

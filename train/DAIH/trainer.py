@@ -63,7 +63,7 @@ class DAIHConfig(BaseConfig):
                     "max_grad_norm": "DAIH does not clip gradients"}
     # The demo's from-scratch backbone: k-means of random features make the auxiliary task noise at first, and the
     # full adversarial weight slows the class embedding (measured, README section Demo).
-    dataset_defaults = {"demo": dict(output_dim=64, weight_decay=4e-4, epochs=30, lr_schedule="warmup_cosine",
+    dataset_defaults = {"demo": dict(output_dim=64, weight_decay=4e-4, epochs=40, lr_schedule="warmup_cosine",
                                      miner_positives="all", miner_cutoff=1.4, adversarial_weight=1.0,
                                      auxiliary_step_probability=0.3)}
 
