@@ -9,7 +9,7 @@ from torch import nn
 
 from dataset.catalog import resolve_dataset
 from train.base import HashTrainer
-from train.coding_theory import THRESHOLDS, code_threshold
+from train.coding_theory import check_threshold_bits, resolve_threshold
 from train.config import BaseConfig
 from utils.config import option, require
 from utils.errors import UserError
@@ -55,8 +55,7 @@ class DSCGHConfig(BaseConfig):
             require(getattr(self, name) >= 0, name, getattr(self, name), "must not be negative")
         require(self.threshold is None or -1 <= self.threshold < 1, "threshold", self.threshold,
                 "must lie in [-1, 1) (a cosine)")
-        require(self.threshold is not None or self.output_dim in THRESHOLDS, "output_dim", self.output_dim,
-                f"has no coding-theory threshold (table: {'/'.join(map(str, THRESHOLDS))} bits); pass --threshold")
+        check_threshold_bits(self.threshold, self.output_dim)
         if self.centers is not None:
             require(Path(self.centers).is_file(), "centers", self.centers, "no such file")
             return
@@ -107,13 +106,7 @@ class Trainer(HashTrainer):
         else:
             check_generated_centers(self.num_classes, cfg.output_dim, cfg.random_extra_centers, cfg.dataset)
             centers = csq_centers(self.num_classes, cfg.output_dim, generator)
-        threshold = cfg.threshold
-        if threshold is None:
-            threshold = code_threshold(cfg.output_dim, self.num_classes)
-            if threshold is None:
-                raise UserError(f"DSCGH has no coding-theory threshold for {cfg.output_dim} bits and "
-                                f"{self.num_classes} classes (table: 16/32/64/128 bits, up to 256 classes); "
-                                "pass --threshold")
+        threshold = resolve_threshold(cfg.threshold, cfg.output_dim, self.num_classes, self.name)
         loss = DSCGHLoss(centers, threshold, margin=cfg.margin, triplet_weight=cfg.triplet_weight,
                          quantization_weight=cfg.quantization_weight)
         codes = DiscreteCodes(self.num_train, cfg.output_dim, generator, gamma=cfg.gamma, gamma_rule=cfg.gamma_rule,

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 import torch
 
 from train.base import HashTrainer
-from train.coding_theory import THRESHOLDS, code_threshold
+from train.coding_theory import check_threshold_bits, resolve_threshold
 from train.config import BaseConfig
-from utils.config import option, require
-from utils.errors import UserError
+from utils.config import option
 
 from .loss import ProxyLoss
 
@@ -30,8 +29,7 @@ class DSPHConfig(BaseConfig):
 
     def validate(self) -> None:
         super().validate()
-        require(self.threshold is not None or self.output_dim in THRESHOLDS, "output_dim", self.output_dim,
-                f"has no coding-theory threshold (table: {'/'.join(map(str, THRESHOLDS))} bits); pass --threshold")
+        check_threshold_bits(self.threshold, self.output_dim)
 
 
 class Trainer(HashTrainer):
@@ -41,13 +39,7 @@ class Trainer(HashTrainer):
 
     def build_criterion(self) -> ProxyLoss:
         cfg = self.cfg
-        threshold = cfg.threshold
-        if threshold is None:
-            threshold = code_threshold(cfg.output_dim, self.num_classes)
-            if threshold is None:
-                raise UserError(f"DSPH has no coding-theory threshold for {cfg.output_dim} bits and "
-                                f"{self.num_classes} classes (table: 16/32/64/128 bits, up to 256 classes); "
-                                "pass --threshold")
+        threshold = resolve_threshold(cfg.threshold, cfg.output_dim, self.num_classes, self.name)
         return ProxyLoss(self.num_classes, cfg.output_dim, threshold, cfg.alpha, cfg.proxy_seed)
 
     def extra_optimizers(self) -> list[torch.optim.Optimizer]:
