@@ -6,6 +6,7 @@ only what differs (docs/architecture.md lists the hooks):
     build_model()            the network (default: CLIP + one Linear-Dropout-tanh head per modality)
     build_criterion()        the loss; an nn.Module's parameters and buffers are checkpointed
     param_groups()           BertAdam groups (default: backbone at clip_lr, the rest of the model at lr)
+    schedule_steps()         length of the warmup-cosine schedule in steps (default: steps per epoch x epochs)
     extra_optimizers()       optimizers for parts outside BertAdam (e.g. proxies with SGD)
     training_step(batch)     -> {"loss": tensor, **logs}; the only required override
     optimization_step(batch) the whole step, for methods with several backward passes (use backward/step)
@@ -123,9 +124,13 @@ class HashTrainer:
         """BertAdam over `param_groups()` with the reference settings and a warmup-cosine schedule."""
         groups = [g for g in self.param_groups() if g["params"]]
         return BertAdam(groups, lr=self.cfg.lr, warmup=self.cfg.warmup_proportion,
-                        t_total=self.steps_per_epoch * self.cfg.epochs, schedule="warmup_cosine",
+                        t_total=self.schedule_steps(), schedule="warmup_cosine",
                         b1=0.9, b2=0.98, e=1e-6, weight_decay=self.cfg.weight_decay,
                         max_grad_norm=self.cfg.max_grad_norm)
+
+    def schedule_steps(self) -> int:
+        """Length of the learning-rate schedule in optimizer steps: steps per epoch x epochs."""
+        return self.steps_per_epoch * self.cfg.epochs
 
     def extra_optimizers(self) -> list[torch.optim.Optimizer]:
         """Optimizers stepped after BertAdam every iteration (e.g. SGD for loss proxies)."""

@@ -124,8 +124,7 @@ class Trainer(HashTrainer):
         cfg = self.cfg
         if cfg.lr_schedule == "constant":
             return
-        factor = schedule_factor(self.global_step, self.steps_per_epoch * cfg.epochs, cfg.warmup_proportion,
-                                 cfg.lr_schedule)
+        factor = schedule_factor(self.global_step, self.schedule_steps(), cfg.warmup_proportion, cfg.lr_schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
 

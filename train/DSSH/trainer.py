@@ -5,8 +5,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option, require
@@ -64,13 +62,11 @@ class Trainer(HashTrainer):
         return [*super().param_groups(), {"params": [vmf.proxies], "lr": self.cfg.proxy_lr},
                 {"params": [vmf.temperature], "lr": self.cfg.temperature_lr}]
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The base BertAdam (warmup-cosine) with t_total in samples (reference) or steps (`--schedule-unit`)."""
-        optimizer = super().build_optimizer()
+    def schedule_steps(self) -> int:
+        """The schedule's length in samples (reference: training items x epochs) or steps (`--schedule-unit`)."""
         if self.cfg.schedule_unit == "samples":
-            for group in optimizer.param_groups:
-                group["t_total"] = self.num_train * self.cfg.epochs
-        return optimizer
+            return self.num_train * self.cfg.epochs
+        return super().schedule_steps()
 
     def should_stop(self) -> bool:
         """The reference's early stop: `--patience` evaluations in a row in which neither I->T nor T->I improved."""

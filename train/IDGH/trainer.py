@@ -73,13 +73,9 @@ class Trainer(HashTrainer):
         return IntraClassDistribution(self.num_classes, cfg.output_dim, cfg.momentum, cfg.ndr_beta, cfg.ndr_gamma,
                                       cfg.neighbors)
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """BertAdam as the base builds it; `--schedule-steps-per-epoch` replaces the schedule length."""
-        optimizer = super().build_optimizer()
-        if self.cfg.schedule_steps_per_epoch is not None:
-            for group in optimizer.param_groups:
-                group["t_total"] = self.cfg.schedule_steps_per_epoch * self.cfg.epochs
-        return optimizer
+    def schedule_steps(self) -> int:
+        """`--schedule-steps-per-epoch` (the reference's 5000), if given, replaces the run's own steps per epoch."""
+        return (self.cfg.schedule_steps_per_epoch or self.steps_per_epoch) * self.cfg.epochs
 
     def on_epoch_start(self, epoch: int) -> None:
         cfg = self.cfg

@@ -4,8 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from train.base import HashTrainer
 from train.config import BaseConfig
 from utils.config import option, require
@@ -58,13 +56,9 @@ class Trainer(HashTrainer):
             groups.append({"params": list(part.parameters()), "lr": cfg.lr})
         return groups
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """BertAdam as the base builds it; `--schedule-steps-per-epoch` replaces the schedule length."""
-        optimizer = super().build_optimizer()
-        if self.cfg.schedule_steps_per_epoch is not None:
-            for group in optimizer.param_groups:
-                group["t_total"] = self.cfg.schedule_steps_per_epoch * self.cfg.epochs
-        return optimizer
+    def schedule_steps(self) -> int:
+        """`--schedule-steps-per-epoch` (the reference's 5000), if given, replaces the run's own steps per epoch."""
+        return (self.cfg.schedule_steps_per_epoch or self.steps_per_epoch) * self.cfg.epochs
 
     def training_step(self, batch):
         cfg = self.cfg
