@@ -1,5 +1,8 @@
-"""Fixtures shared by test files: a briefly trained model on demo images (trained once per session)."""
+"""Fixtures shared by test files: a briefly trained model on demo images (trained once per session), an interrupted
+training."""
+import contextlib
 from pathlib import Path
+from typing import Callable, ContextManager
 
 import numpy as np
 import pytest
@@ -7,6 +10,7 @@ import pytest
 import main
 from dataset.demo import draw_item
 from dataset.mat import write_pair_table
+from train import loop
 
 SHAPES_ITEMS = 600
 SHAPES_QUERY = 50
@@ -57,3 +61,23 @@ def trained_run(shapes_data, tmp_path_factory) -> Path:
 def train_demo():
     """:func:`train_demo_run`, for tests that train a run of their own."""
     return train_demo_run
+
+
+@pytest.fixture
+def ctrl_c_in_second_epoch() -> Callable[[], ContextManager[None]]:
+    """A context manager: inside it, training raises KeyboardInterrupt (a user's Ctrl-C) as the second epoch starts."""
+
+    @contextlib.contextmanager
+    def interrupted():
+        original = loop.train_epoch
+
+        def stop_in_second_epoch(trainer, epoch, board=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+            return original(trainer, epoch, board)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(loop, "train_epoch", stop_in_second_epoch)
+            yield
+
+    return interrupted

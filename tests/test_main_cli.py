@@ -13,7 +13,6 @@ import main
 from dataset.catalog import DATASETS
 from dataset.demo import draw_item, generate_demo
 from dataset.splits import split_rows
-from train import loop
 from train.registry import available_methods
 from utils.metrics import chance_map
 
@@ -80,21 +79,13 @@ def test_config_file_reruns_a_run_and_flags_win(small_demo, tmp_path):
     assert_one_line_error(result, "epochs")
 
 
-def test_resume_continues_exactly_where_an_interrupted_run_stopped(small_demo, tmp_path, monkeypatch):
+def test_resume_continues_exactly_where_an_interrupted_run_stopped(small_demo, tmp_path, ctrl_c_in_second_epoch):
     flags = ["--method", "_template", "--data-dir", str(small_demo), "--epochs", "2", "--eval-every", "1", *SMALL]
     assert main.main([*flags, "--save-dir", str(tmp_path / "straight")]) == 0
 
-    original = loop.train_epoch
-
-    def stop_in_second_epoch(trainer, epoch, board=None):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(trainer, epoch, board)
-
-    monkeypatch.setattr(loop, "train_epoch", stop_in_second_epoch)
-    assert main.main([*flags, "--save-dir", str(tmp_path / "cut")]) == 130
+    with ctrl_c_in_second_epoch():
+        assert main.main([*flags, "--save-dir", str(tmp_path / "cut")]) == 130
     assert (tmp_path / "cut" / "last.pt").is_file() and not (tmp_path / "cut" / "summary.json").exists()
-    monkeypatch.setattr(loop, "train_epoch", original)
     assert main.main([*flags, "--save-dir", str(tmp_path / "cut"), "--resume", str(tmp_path / "cut")]) == 0
 
     straight = json.loads((tmp_path / "straight" / "summary.json").read_text())

@@ -16,7 +16,6 @@ import yaml
 import main
 from dataset.demo import generate_demo
 from dataset.make_coco import main as make_coco
-from train import loop
 from train.registry import load_method
 from utils.metrics import DIRECTIONS
 
@@ -122,18 +121,10 @@ def test_rerunning_a_coco_config_trains_on_coco_and_leaves_the_data_alone(tmp_pa
     assert folder_digest(data) == before
 
 
-def test_resume_dir_alone_continues_that_run_with_its_config_and_folder(demo, tmp_path, monkeypatch):
+def test_resume_dir_alone_continues_that_run_with_its_config_and_folder(demo, tmp_path, ctrl_c_in_second_epoch):
     folder = tmp_path / "run"
-    original = loop.train_epoch
-
-    def stop_in_second_epoch(trainer, epoch, board=None):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(trainer, epoch, board)
-
-    monkeypatch.setattr(loop, "train_epoch", stop_in_second_epoch)
-    assert run(demo, folder, "--epochs", "2", "--output-dim", "16", "--eval-every", "1") == 130
-    monkeypatch.setattr(loop, "train_epoch", original)
+    with ctrl_c_in_second_epoch():
+        assert run(demo, folder, "--epochs", "2", "--output-dim", "16", "--eval-every", "1") == 130
     assert main.main(["--resume", str(folder)]) == 0
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["bits"] == 16 and summary["method"] == "Template"
