@@ -63,8 +63,7 @@ def train_loader(data: DataBundle, batch_size: int, dist: DistContext, seed: int
                  prefetch_factor: int) -> DataLoader:
     """Shuffled global batches of `batch_size`; under torchrun each process loads its share of every one.
 
-    The order and the workers' seeds come from `seed` and the epoch (`set_epoch` on the batch sampler and a
-    re-seeded loader generator, see `HashTrainer.train_epoch`).
+    The order and the workers' seeds come from `seed` and the epoch (`shuffle_for_epoch`).
     """
     if batch_size < dist.world_size:
         raise UserError(f"--batch-size {batch_size} is smaller than the {dist.world_size} processes")
@@ -72,3 +71,11 @@ def train_loader(data: DataBundle, batch_size: int, dist: DistContext, seed: int
     return DataLoader(data.train, batch_sampler=sampler, pin_memory=dist.device.type == "cuda",
                       persistent_workers=num_workers > 0, generator=torch.Generator(),
                       **loader_options(num_workers, prefetch_factor))
+
+
+def shuffle_for_epoch(loader: DataLoader, seed: int, epoch: int) -> DataLoader:
+    """Set `loader` (from `train_loader`) to `epoch`'s order and worker seeds, a function of `seed` and the epoch
+    alone (so `--resume` and a second pass over the same epoch see the same batches); returns the loader."""
+    loader.batch_sampler.set_epoch(epoch)
+    loader.generator.manual_seed(seed * 1000 + epoch)
+    return loader

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from train.data import shuffle_for_epoch
 from train.tensorboard_log import TensorBoardLog
 from utils.errors import UserError
 
@@ -57,9 +58,7 @@ def train_epoch(trainer: "HashTrainer", epoch: int, board: TensorBoardLog | None
     trainer.model.train()
     if isinstance(trainer.criterion, nn.Module):
         trainer.criterion.train()
-    loader = trainer.train_loader
-    loader.batch_sampler.set_epoch(epoch)
-    loader.generator.manual_seed(trainer.cfg.train_seed * 1000 + epoch)
+    loader = shuffle_for_epoch(trainer.train_loader, trainer.cfg.train_seed, epoch)
     sums: dict[str, torch.Tensor] = {}
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{trainer.cfg.epochs}", leave=False,
                disable=None if trainer.show_progress else True)

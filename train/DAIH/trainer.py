@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from dataset.pairs import PairDataset
 from train.base import HashTrainer
 from train.config import BaseConfig
-from train.data import train_loader
+from train.data import shuffle_for_epoch, train_loader
 from train.distance_weighted import LOWER_CUTOFF, MINER_INPUTS
 from train.evaluator import Batch
 from utils.config import option, require
@@ -243,10 +243,8 @@ class Trainer(HashTrainer):
         if self._auxiliary_loaders is None:
             self._auxiliary_loaders = [train_loader(self.data, cfg.batch_size, self.dist, cfg.train_seed + offset,
                                                     self.num_workers, cfg.prefetch_factor) for offset in (1, 2)]
-        for offset, loader in enumerate(self._auxiliary_loaders, start=1):
-            loader.batch_sampler.set_epoch(epoch)
-            loader.generator.manual_seed((cfg.train_seed + offset) * 1000 + epoch)
-        images, texts = self._auxiliary_loaders
+        images, texts = (shuffle_for_epoch(loader, cfg.train_seed + offset, epoch)
+                         for offset, loader in enumerate(self._auxiliary_loaders, start=1))
         return (self.auxiliary_batch(self.to_device(a), self.to_device(b)) for a, b in zip(images, texts))
 
     # ------------------------------------------------------------------ checkpoints

@@ -8,6 +8,7 @@ import torch
 
 from train.base import HashTrainer
 from train.config import BaseConfig
+from train.data import shuffle_for_epoch
 from train.evaluator import Batch
 from utils.config import option, require
 
@@ -85,10 +86,7 @@ class Trainer(HashTrainer):
     def statistics_batches(self, epoch: int) -> Iterable[Batch]:
         """The training loader as the epoch will iterate it (order, loader seed): every training item once, with the
         training transform and caption, in training batches (the same count on every process under torchrun)."""
-        loader = self.train_loader
-        loader.batch_sampler.set_epoch(epoch)
-        loader.generator.manual_seed(self.cfg.train_seed * 1000 + epoch)
-        return loader
+        return shuffle_for_epoch(self.train_loader, self.cfg.train_seed, epoch)
 
     @torch.no_grad()
     def training_set_codes(self, batches: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
