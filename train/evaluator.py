@@ -43,9 +43,12 @@ class Evaluator:
                           pin_memory=self.dist.device.type == "cuda", **self.loader_options)
 
     @torch.no_grad()
-    def encode_dataset(self, encode: Callable[[Batch], CodeSets], dataset: Dataset,
-                       desc: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Codes of every item of `dataset`, in dataset order, gathered over all processes."""
+    def encode_dataset(self, encode: Callable[[Batch], CodeSets], dataset: Dataset, desc: str) -> CodeSets:
+        """`encode`'s outputs (float) for every item of `dataset`, in dataset order, gathered over all processes.
+
+        Also for methods that encode their training set between epochs (`data.train_eval`): `encode` may return
+        any row pairs, not only codes.
+        """
         parts: dict[str, tuple[list, list]] = {}
         bar = tqdm(self.loader(dataset), desc=desc, leave=False, disable=None if self.show_progress else True)
         for batch in bar:
@@ -55,15 +58,14 @@ class Evaluator:
                 images, texts = parts.setdefault(name, ([], []))
                 images.append(image.float())
                 texts.append(text.float())
-        return {name: (self.dist.gather_rows(torch.cat(images)).cpu().numpy(),
-                       self.dist.gather_rows(torch.cat(texts)).cpu().numpy())
+        return {name: (self.dist.gather_rows(torch.cat(images)), self.dist.gather_rows(torch.cat(texts)))
                 for name, (images, texts) in parts.items()}
 
     def evaluate(self, encode: Callable[[Batch], CodeSets], query: Dataset, database: Dataset,
                  distance: Callable | None = None, map_k: int | None = None) -> tuple[Results, Codes]:
         """Codes of both sets and, on the main process, the metrics of each code set (`{}` elsewhere)."""
-        query_codes = self.encode_dataset(encode, query, "encoding queries")
-        database_codes = self.encode_dataset(encode, database, "encoding database")
+        query_codes = to_numpy(self.encode_dataset(encode, query, "encoding queries"))
+        database_codes = to_numpy(self.encode_dataset(encode, database, "encoding database"))
         q_labels, r_labels = query.labels.numpy(), database.labels.numpy()
         results: Results = {}
         codes: Codes = {}
@@ -75,3 +77,8 @@ class Evaluator:
                 results[name] = evaluate_codes(*query_codes[name], *database_codes[name], q_labels, r_labels,
                                                distance=distance, map_k=map_k)
         return results, codes
+
+
+def to_numpy(code_sets: CodeSets) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The code sets' image and text rows as NumPy arrays on the CPU."""
+    return {name: (image.cpu().numpy(), text.cpu().numpy()) for name, (image, text) in code_sets.items()}

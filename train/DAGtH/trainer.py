@@ -103,17 +103,11 @@ class Trainer(HashTrainer):
             term.end_epoch()
 
     # ------------------------------------------------------------------ stage B: the rotation
-    @torch.no_grad()
     def training_codes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous codes of every training pair in eval mode (eval transform, first caption), all processes."""
-        images, texts = [], []
-        for batch in self.evaluator.loader(self.data.train_eval):
-            batch = self.to_device(batch)
-            with self.autocast():
-                image, text = self.model(batch["image"], batch["text"])
-            images.append(image.float())
-            texts.append(text.float())
-        return self.dist.gather_rows(torch.cat(images)), self.dist.gather_rows(torch.cat(texts))
+        codes = self.evaluator.encode_dataset(lambda batch: {"continuous": self.model(batch["image"], batch["text"])},
+                                              self.data.train_eval, "encoding the training set")
+        return codes["continuous"]
 
     def on_evaluation_start(self) -> None:
         """Fit H on the frozen training codes (not with --test: the checkpoint's H is used)."""

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dataset.pairs import PairDataset
 from train.base import HashTrainer
 from train.config import BaseConfig
 from train.data import shuffle_for_epoch, train_loader
@@ -212,29 +211,20 @@ class Trainer(HashTrainer):
                enumerate((image, text))]
         return torch.stack(ids).to(self.device)
 
-    @torch.no_grad()
     def training_set_embeddings(self, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Image and text rows of the whole training set, in its order (evaluation transform, first caption, model
-        in eval mode): the CLIP `features` or the normalised `auxiliary` embeddings; gathered over all processes."""
-        images, texts = [], []
-        self.model.eval()
-        for batch in self.evaluator.loader(self.generation_set()):
-            batch = self.to_device(batch)
-            with self.autocast():
-                if kind == "features":
-                    image = self.backbone.encode_image(batch["image"])
-                    text = self.backbone.encode_text(batch["text"])
-                else:
-                    image, text = self.model.embed_image(batch["image"])[1], self.model.embed_text(batch["text"])[1]
-            images.append(image.float())
-            texts.append(text.float())
-        self.model.train()
-        return self.dist.gather_rows(torch.cat(images)), self.dist.gather_rows(torch.cat(texts))
+        """Image and text rows of the whole training set, in its order, as the evaluation reads items (`train_eval`:
+        evaluation transform, `--eval-caption`), model in eval mode: the CLIP `features` or the normalised
+        `auxiliary` embeddings; gathered over all processes."""
 
-    def generation_set(self) -> PairDataset:
-        """The training items as the evaluation sees items: evaluation transform, first caption."""
-        train, query = self.data.train, self.data.query
-        return PairDataset(train.table, train.rows, query.transform, train.tokenizer, "first", query.image_loader)
+        def encode(batch: Batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+            if kind == "features":
+                return {kind: (self.backbone.encode_image(batch["image"]), self.backbone.encode_text(batch["text"]))}
+            return {kind: (self.model.embed_image(batch["image"])[1], self.model.embed_text(batch["text"])[1])}
+
+        self.model.eval()
+        rows = self.evaluator.encode_dataset(encode, self.data.train_eval, f"encoding the training set ({kind})")
+        self.model.train()
+        return rows[kind]
 
     def auxiliary_iterator(self, epoch: int) -> Iterator[Batch]:
         """This epoch's auxiliary batches: images from one shuffled pass over the training set, texts from another
